@@ -50,6 +50,6 @@ def open(path) -> CacheReader:  # noqa: A001 - the contract's name
 
 def merge(path) -> dict:
     """Merge the part manifests written by parallel writers into manifest.json; return it."""
-    from .merge import merge_parts
+    from .merging import merge_parts
 
     return merge_parts(path)

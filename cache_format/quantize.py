@@ -4,8 +4,9 @@ Scheme chosen by measurement on real all-MiniLM-L6-v2 hidden states (BBC News, l
 docs/FORMAT.md has the table): dividing each channel by its absolute maximum over a calibration
 sample before taking a per-token absmax scale gave the lowest median per-channel error of every
 scheme that fits the 1.05 x hidden_size bytes-per-token budget (0.75% vs 1.46% for plain
-per-token absmax at layer 3). It needs no second pass over the data: each shard calibrates its
-smoothing vector on its own first records and stores it in its index.
+per-token absmax at layer 3). It needs no second pass over the data: a writer calibrates the
+smoothing vector once, on its first records, and stores it in the index of every shard it
+writes, so each shard decodes on its own.
 
     x[t, c] ~= q[t, c] * scales[t] * smoothing[c]
 """

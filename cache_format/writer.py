@@ -47,13 +47,12 @@ class CacheWriter:
         if self.root.exists() and not self.root.is_dir():
             raise CacheFormatError(f"{self.root}: exists and is not a folder")
         self.root.mkdir(parents=True, exist_ok=True)
-        self.manifest, self._keys = self._load_or_start(wanted, append)
+        self.manifest, self._keys, self._smoothing = self._load_or_start(wanted, append)
         self._seq = _next_seq(self.manifest, self._prefix)
         _remove_orphans(self.root, self._prefix, self._seq)
         self._shard: ShardWriter | None = None
         self._pending: list[tuple] = []  # int8: records waiting for the shard's calibration
         self._pending_tokens = 0
-        self._smoothing: np.ndarray | None = None
         self._closed = False
 
     # -- public API -------------------------------------------------------------------------
@@ -87,7 +86,7 @@ class CacheWriter:
         if self._shard is None:
             return
         entry = self._shard.seal(self._smoothing)
-        self._shard, self._smoothing = None, None
+        self._shard = None
         self._seq += 1
         self.manifest["shards"].append(entry)
         self.manifest["num_examples"] += entry["num_records"]
@@ -121,7 +120,7 @@ class CacheWriter:
 
     def _load_or_start(self, wanted: dict, append: bool):
         if not self._manifest_path.exists():
-            return wanted, set()
+            return wanted, set(), None
         if not append:
             raise CacheFormatError(
                 f"{self.root}: already holds a cache ({self._manifest_path.name}); pass "
@@ -134,12 +133,16 @@ class CacheWriter:
                 f"{self.root}: the cache there was written with other settings "
                 f"({'; '.join(diffs)}); use another folder or the same settings"
             )
-        keys = set()
+        keys, smoothing = set(), None
         for entry in existing["shards"]:
             shard = open_shard(self.root, entry, hidden_size=self.hidden_size,
                                dtype=self.dtype, codec=self.codec)
             keys.update(shard.keys)
-        return existing, keys
+            if entry["name"].rsplit("-", 1)[0] == self._prefix:
+                # Reuse this writer's calibration so that a resumed cache decodes to exactly
+                # what an uninterrupted run would have written.
+                smoothing = shard.smoothing
+        return existing, keys, smoothing
 
     def _check_key(self, key) -> bytes:
         if not isinstance(key, str):
