@@ -1,0 +1,332 @@
+"""runtime.adapters: LoRA (peft), Houlsby bottleneck adapters, or plain fine-tuning of layers.
+
+`apply_adapters(model, AdapterConfig(...), layers=...)` works on an UpperStack, a FullEncoder, or
+a RecycledModel/FullModel (then the head stays trainable). It freezes the encoder, adds the
+adapters to the listed layers (absolute layer numbers of the checkpoint, so the same numbers mean
+the same layers in the upper stack and in the full encoder) and returns the trainable names.
+
+    lora        peft LoRA on each layer's query and value projections (per-architecture names)
+    bottleneck  Houlsby: a bottleneck (down, activation, up) after the attention-output and the
+                FFN-output projections of each layer; the up-projection starts at zero, so the
+                adapted model starts equal to the base model
+    finetune    the listed layers train as they are
+    none        nothing in the encoder trains (a linear probe: the head only)
+
+`merge_adapters(model)` folds LoRA into the base weights for inference (`unmerge_adapters` undoes
+it). `save_adapters(model, dir)` writes adapter_model.safetensors (+ peft's adapter_config.json for
+LoRA, with keys named as in the transformers base model so `PeftModel.from_pretrained` on
+`AutoModel` reads them) and recycling_adapters.json; `load_adapters(model, dir)` reads them back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from runtime.errors import RuntimeConfigError
+
+KINDS = ("lora", "bottleneck", "finetune", "none")
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
+META_FILE = "recycling_adapters.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """What trains in the encoder; checked on construction."""
+
+    kind: str = field(default="lora", metadata={"help": "lora | bottleneck | finetune | none"})
+    r: int = field(default=8, metadata={"help": "LoRA rank"})
+    alpha: float = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA / bottleneck input"})
+    bottleneck_size: int = field(default=64, metadata={"help": "Houlsby bottleneck width"})
+    activation: str = field(default="gelu", metadata={"help": "bottleneck nonlinearity"})
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise RuntimeConfigError(f"adapter kind {self.kind!r} is unknown; expected one of {list(KINDS)}")
+        for name in ("r", "bottleneck_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RuntimeConfigError(f"adapter {name}={value!r}; expected a positive integer")
+        if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
+            raise RuntimeConfigError(f"adapter alpha={self.alpha!r}; expected a positive number")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise RuntimeConfigError(f"adapter dropout={self.dropout!r}; expected 0 <= dropout < 1")
+        if self.activation not in ACTIVATIONS:
+            raise RuntimeConfigError(
+                f"adapter activation {self.activation!r} is unknown; expected one of {sorted(ACTIVATIONS)}"
+            )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AdapterConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RuntimeConfigError(f"unknown adapter settings {unknown}; expected only {sorted(known)}")
+        return cls(**data)
+
+
+class BottleneckAdapter(nn.Module):
+    """Houlsby adapter around a Linear: y = base(x); y + up(act(down(dropout(y))))."""
+
+    def __init__(self, base_layer: nn.Linear, size: int, activation: str = "gelu", dropout: float = 0.0):
+        super().__init__()
+        self.base_layer = base_layer
+        width = base_layer.out_features
+        self.adapter_down = nn.Linear(width, size)
+        self.adapter_act = ACTIVATIONS[activation]()
+        self.adapter_dropout = nn.Dropout(dropout)
+        self.adapter_up = nn.Linear(size, width)
+        # Zero up-projection: the adapter adds exactly 0 at the start (near-identity init).
+        nn.init.zeros_(self.adapter_up.weight)
+        nn.init.zeros_(self.adapter_up.bias)
+        nn.init.normal_(self.adapter_down.weight, std=1e-2)
+        nn.init.zeros_(self.adapter_down.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base_layer(x)
+        return y + self.adapter_up(self.adapter_act(self.adapter_down(self.adapter_dropout(y))))
+
+
+def _resolve(model: nn.Module):
+    """(stack, wrapper or None) for a stack or a RecycledModel/FullModel."""
+    from runtime.upper import _Stack
+
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module  # DDP wraps the RecycledModel/FullModel during training
+    if isinstance(model, _Stack):
+        return model, None
+    if isinstance(getattr(model, "encoder", None), _Stack):
+        return model.encoder, model
+    raise RuntimeConfigError(
+        f"cannot put adapters on a {type(model).__name__}; expected an UpperStack, FullEncoder, "
+        "RecycledModel or FullModel from runtime"
+    )
+
+
+def _check_layers(stack, wrapper, layers) -> tuple[int, ...]:
+    own = range(stack.layer, stack.layer + len(stack.layers))
+    allowed = wrapper.adapter_layers() if wrapper is not None else own
+    chosen = tuple(allowed if layers is None else layers)
+    bad = [i for i in chosen if i not in allowed]
+    if bad or len(set(chosen)) != len(chosen):
+        raise RuntimeConfigError(
+            f"adapter layers {list(chosen)} are not all distinct layers of {list(allowed)}; "
+            "layer numbers are absolute (0..N-1); an upper stack holds K..N-1 and frozen "
+            "layers below K cannot take adapters"
+        )
+    return chosen
+
+
+def _lora_targets(stack, layers) -> list[str]:
+    names = []
+    for i in layers:
+        prefix = f"layers.{i - stack.layer}."
+        layer = stack.layers[i - stack.layer]
+        names += [prefix + n for n, m in layer.named_modules()
+                  if n.split(".")[-1] in stack.family.lora_targets and isinstance(m, nn.Linear)]
+    return names
+
+
+def _add_lora(stack, config: AdapterConfig, layers) -> None:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets = _lora_targets(stack, layers)
+    if not targets:
+        raise RuntimeConfigError(
+            f"no LoRA target modules {stack.family.lora_targets} in layers {list(layers)}; "
+            "pass layers of this model"
+        )
+    lora = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules=targets, bias="none")
+    inject_adapter_in_model(lora, stack)
+
+
+def _add_bottlenecks(stack, config: AdapterConfig, layers) -> None:
+    for i in layers:
+        layer = stack.layers[i - stack.layer]
+        for path in stack.family.bottleneck_targets:
+            parent_path, _, leaf = path.rpartition(".")
+            parent = layer.get_submodule(parent_path) if parent_path else layer
+            base = getattr(parent, leaf)
+            adapter = BottleneckAdapter(base, config.bottleneck_size, config.activation, config.dropout)
+            setattr(parent, leaf, adapter)
+
+
+def apply_adapters(model: nn.Module, config: AdapterConfig, layers=None) -> list[str]:
+    """Freeze the encoder, add `config`'s adapters to `layers`, return the trainable names.
+
+    Args:
+        model: UpperStack, FullEncoder, RecycledModel or FullModel (changed in place).
+        config: AdapterConfig.
+        layers: absolute layer numbers; default all layers that may train (the upper stack's;
+            for FullModel all N, or K..N-1 when frozen_below=K).
+    Returns:
+        Names (relative to `model`) of the parameters with requires_grad, head included.
+    """
+    stack, wrapper = _resolve(model)
+    if getattr(stack, "adapter_config", None) is not None:
+        raise RuntimeConfigError("this model already has adapters; build a fresh model to apply others")
+    chosen = _check_layers(stack, wrapper, layers)
+    stack.requires_grad_(False)
+    if config.kind == "lora":
+        _add_lora(stack, config, chosen)
+    elif config.kind == "bottleneck":
+        _add_bottlenecks(stack, config, chosen)
+    elif config.kind == "finetune":
+        for i in chosen:
+            stack.layers[i - stack.layer].requires_grad_(True)
+    for name, p in stack.named_parameters():  # peft marks its own; make bottlenecks explicit
+        if "adapter_down" in name or "adapter_up" in name or "lora_" in name:
+            p.requires_grad_(True)
+    stack.adapter_config, stack.adapter_layers = config, chosen  # plain attributes, read on save
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+def merge_adapters(model: nn.Module) -> int:
+    """Fold LoRA into the base projections (faster inference); returns how many were merged.
+
+    Bottleneck adapters are nonlinear and stay as they are; `unmerge_adapters` undoes a merge.
+    """
+    return _set_merged(model, True)
+
+
+def unmerge_adapters(model: nn.Module) -> int:
+    """Undo `merge_adapters` (before training further); returns how many were unmerged."""
+    return _set_merged(model, False)
+
+
+def _set_merged(model: nn.Module, merged: bool) -> int:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    stack, _ = _resolve(model)
+    count = 0
+    for module in stack.modules():
+        if isinstance(module, BaseTunerLayer) and module.merged != merged:
+            module.merge() if merged else module.unmerge()
+            count += 1
+    return count
+
+
+def _renumber(key: str, shift: int, old_prefix: str, new_prefix: str) -> str:
+    """'<old_prefix>.<i>.rest' -> '<new_prefix>.<i + shift>.rest'."""
+    index, _, rest = key[len(old_prefix) + 1:].partition(".")
+    return f"{new_prefix}.{int(index) + shift}.{rest}"
+
+
+def _saved_prefix(stack) -> str:
+    # LoRA keys are named as in the transformers base model (PeftModel's convention); the
+    # other kinds use the runtime's own absolute names 'layers.<i>'.
+    if stack.adapter_config.kind == "lora":
+        return "base_model.model." + stack.family.layers_path
+    return "layers"
+
+
+def _adapter_state(stack) -> dict:
+    """Relative-named tensors that define the adapters (what save writes, load expects)."""
+    kind = stack.adapter_config.kind
+    if kind == "lora":
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(stack)
+    if kind == "bottleneck":
+        return {k: v for k, v in stack.state_dict().items() if ".adapter_" in k}
+    state = {}
+    if kind == "finetune":
+        for i in stack.adapter_layers:
+            rel = i - stack.layer
+            state.update({f"layers.{rel}.{k}": v for k, v in stack.layers[rel].state_dict().items()})
+    return state
+
+
+def save_adapters(model: nn.Module, directory) -> Path:
+    """Write the adapter weights and settings of `model` to `directory` (created); returns it."""
+    from safetensors.torch import save_file
+
+    stack, _ = _resolve(model)
+    config = getattr(stack, "adapter_config", None)
+    if config is None:
+        raise RuntimeConfigError("the model has no adapters to save; call apply_adapters first")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    prefix = _saved_prefix(stack)
+    state = {_renumber(k, stack.layer, "layers", prefix): v.detach().contiguous().cpu()
+             for k, v in _adapter_state(stack).items()}
+    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    if config.kind == "lora":
+        _peft_config(stack).save_pretrained(str(out))
+    meta = {"format_version": 1, "model_type": stack.config.model_type, "num_layers": stack.num_layers,
+            "layers": list(stack.adapter_layers), "adapter": config.to_dict()}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def _peft_config(stack):
+    """peft's LoraConfig for the same adapters on the transformers base model."""
+    from peft import LoraConfig
+
+    c = stack.adapter_config
+    return LoraConfig(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, bias="none",
+                      target_modules=list(stack.family.lora_targets),
+                      layers_to_transform=list(stack.adapter_layers),
+                      layers_pattern=stack.family.layers_path.split(".")[-1])
+
+
+def _read_meta(directory: Path) -> dict:
+    try:
+        return json.loads((directory / META_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise RuntimeConfigError(
+            f"cannot read {directory / META_FILE} ({exc}); pass a folder written by save_adapters"
+        ) from exc
+
+
+def load_adapters(model: nn.Module, directory) -> AdapterConfig:
+    """Add (if absent) and load the adapters saved in `directory` into `model`; returns the config."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    meta = _read_meta(directory)
+    stack, _ = _resolve(model)
+    if meta["model_type"] != stack.config.model_type or meta["num_layers"] != stack.num_layers:
+        raise RuntimeConfigError(
+            f"adapters in {directory} were trained on a {meta['model_type']} with {meta['num_layers']} "
+            f"layers, not this {stack.config.model_type} with {stack.num_layers}; use the same checkpoint"
+        )
+    config = AdapterConfig.from_dict(meta["adapter"])
+    if getattr(stack, "adapter_config", None) is None:
+        apply_adapters(model, config, layers=meta["layers"])
+    elif stack.adapter_config != config or list(stack.adapter_layers) != meta["layers"]:
+        raise RuntimeConfigError(f"the model already has other adapters than those in {directory}")
+    prefix = _saved_prefix(stack)
+    saved = load_file(str(directory / WEIGHTS_FILE))
+    state = {_renumber(k, -stack.layer, prefix, "layers"): v for k, v in saved.items()}
+    expected = set(_adapter_state(stack))
+    if set(state) != expected:
+        raise RuntimeConfigError(
+            f"{directory / WEIGHTS_FILE} does not match the adapters: missing "
+            f"{sorted(expected - set(state))[:3]}, unexpected {sorted(set(state) - expected)[:3]}"
+        )
+    _load_state(stack, state)
+    return config
+
+
+def _load_state(stack, state: dict) -> None:
+    if stack.adapter_config.kind == "lora":
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(stack, state)
+        return
+    try:
+        stack.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch: another hidden size or bottleneck width
+        raise RuntimeConfigError(f"adapter weights do not fit this model: {exc}") from exc
