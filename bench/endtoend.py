@@ -1,0 +1,267 @@
+"""The end-to-end comparison behind `python -m bench.report`: full against recycled on the
+same batches in one process, the one-time cache build counted.
+
+What is measured, on the default model and real BBC News articles:
+- the cache build (ONNX export + onnxruntime over the articles), and lower-stack throughput of
+  onnxruntime against PyTorch eager on the same batches;
+- per K in {N/4, N/2, 3N/4}: one training and one inference pass over the same batches for
+  `full` (all N layers from token ids, adapters on all N), `frozen` (all N from token ids, only
+  layers >= K train) and `recycled` (layers >= K from the int8 cache, prefetching), each split
+  into cache wait, host-to-device copy, forward, backward and optimizer;
+- the prefetcher on and off; bytes per real token per dtype and codec; break-even epochs.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import cache_format
+from bench.sizes import bytes_per_token
+from bench.steps import time_interleaved
+
+
+CORPUS_ARTICLES = 2225  # BBC News: the corpus a user caches once
+TRAIN_ARTICLES = 1780  # its 80% train split: what one training epoch runs over
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    quick: bool = False  # fewer articles and steps: within five minutes on 2 cores
+    model: str | None = None  # checkpoint folder; None: all-MiniLM-L6-v2
+    docs: int | None = None  # articles timed; None: 64 quick, 256 otherwise
+    max_length: int = 256  # tokens per article (BBC articles average ~500)
+    token_budget: int = 2048  # padded tokens per batch, the same for every mode
+    adapter: str = "lora"  # lora | bottleneck | finetune: the same kind in full and recycled
+    work_dir: str | None = None  # where the caches go; None: a temporary folder
+    seed: int = 0
+    threads: int | None = None  # torch / onnxruntime threads; None: all cores
+
+    @property
+    def num_docs(self) -> int:
+        return self.docs or (64 if self.quick else 256)
+
+
+def layers_to_sweep(num_layers: int) -> list[int]:
+    """K = N/4, N/2, 3N/4 rounded, kept in 1..N-1 and distinct."""
+    ks = [max(1, min(num_layers - 1, round(num_layers * f))) for f in (0.25, 0.5, 0.75)]
+    return sorted(set(ks))
+
+
+def sample_articles(n: int, seed: int) -> list:
+    """n BBC articles drawn with a fixed seed (all topics), as export Records."""
+    from export.defaults import default_corpus_records
+
+    records = default_corpus_records()
+    pick = np.random.default_rng(seed).choice(len(records), size=min(n, len(records)), replace=False)
+    return [records[i] for i in sorted(pick)]
+
+
+def _write_corpus(records, path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps({"id": r.id, "text": r.text}) + "\n")
+
+
+def build_timed(config: ReportConfig, model_path, corpus: Path, layer: int, out: Path) -> dict:
+    """Export then encode, timed apart: export is paid once per model and K, encoding per article."""
+    from export.build import BuildConfig, build_cache
+    from export.onnx_export import export_lower
+
+    t0 = time.perf_counter()
+    export_lower(model_path, layer, out / "onnx")
+    t1 = time.perf_counter()
+    build_cache(BuildConfig(layer=layer, model=str(model_path), corpus=str(corpus), out=str(out),
+                            max_length=config.max_length, progress=False, threads=config.threads))
+    t2 = time.perf_counter()
+    return {"export_seconds": t1 - t0, "encode_seconds": t2 - t1}
+
+
+def lower_throughput(model_path, reader, onnx_dir: Path, layer: int, threads) -> dict:
+    """Real tokens/s of the lower stack, onnxruntime against PyTorch eager, same batches."""
+    from export.batching import make_batches
+    from export.session import LowerSession
+    from export.throughput import TorchLower, tokens_per_second
+    from export.tokenize import Encoded
+
+    encoded = []
+    for key in reader.keys():
+        ids = reader.token_ids(key).astype(np.int32)
+        encoded.append(Encoded(key, ids, np.zeros_like(ids), np.zeros((len(ids), 2), np.int32)))
+    batches = make_batches([len(e) for e in encoded], 4096)
+    ort = tokens_per_second(LowerSession(onnx_dir, device="cpu", threads=threads), encoded,
+                            batches, 0, repeats=2)
+    eager = tokens_per_second(TorchLower(model_path, layer, threads=threads), encoded, batches,
+                              0, repeats=2)
+    return {"onnxruntime": ort, "torch": eager}
+
+
+def _model(kind: str, model_path, layer: int, num_labels: int, adapter: str, seed: int):
+    from runtime.adapters import AdapterConfig, apply_adapters
+    from runtime.heads import build_head
+    from runtime.models import FullModel, RecycledModel
+    from runtime.upper import load_full, load_upper
+
+    torch.manual_seed(seed)
+    if kind == "recycled":
+        upper = load_upper(model_path, layer)
+        model = RecycledModel(upper, build_head("seq-cls", upper, num_labels))
+    else:
+        full = load_full(model_path)
+        model = FullModel(full, build_head("seq-cls", full, num_labels),
+                          frozen_below=layer if kind == "frozen" else None)
+    apply_adapters(model, AdapterConfig(kind=adapter))
+    lr = 5e-5 if adapter == "finetune" else 1e-3
+    optimizer = torch.optim.AdamW([p for _, p in model.trainable_parameters()], lr=lr)
+    return model, optimizer
+
+
+def time_modes(config: ReportConfig, model_path, reader, labels: dict, layer: int,
+               batches: list) -> dict:
+    """{mode: {"train": StepTimes, "infer": StepTimes}}: every mode on the same batches,
+    interleaved step by step; recycled also with the prefetcher off."""
+    from runtime.loader import CacheBatches, TextBatches
+
+    num_labels = len(set(labels.values()))
+    cached = CacheBatches(reader, labels, "seq-cls")
+    token_ids = {k: reader.token_ids(k).astype(np.int64) for k in reader.keys()}
+    text = TextBatches(token_ids, labels, "seq-cls", pad_id=0)
+    runs = {}
+    for mode, kind, load, prefetch in (("full", "full", text, True),
+                                       ("frozen", "frozen", text, True),
+                                       ("recycled", "recycled", cached, True),
+                                       ("recycled_no_prefetch", "recycled", cached, False)):
+        model, optimizer = _model(kind, model_path, layer, num_labels, config.adapter, config.seed)
+        runs[mode] = (model, optimizer, load, prefetch)
+    trained = time_interleaved(runs, batches, train=True)
+    inferred = time_interleaved(runs, batches, train=False)
+    return {mode: {"train": trained[mode], "infer": inferred[mode]} for mode in runs}
+
+
+def _steps_summary(times: dict) -> dict:
+    return {mode: {phase: {"per_example": t.per_example(), "io_fraction": t.io_fraction,
+                           "examples": t.examples, "steps": t.steps, "tokens": t.tokens,
+                           "tokens_per_s": t.tokens / t.total if t.total else 0.0}
+                   for phase, t in by_phase.items()}
+            for mode, by_phase in times.items()}
+
+
+def run(config: ReportConfig, log=print) -> dict:
+    """Measure everything; return the report dict (contract keys at the top level)."""
+    from export.defaults import default_model_path
+    from runtime.upper import num_layers
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    model_path = Path(config.model) if config.model else default_model_path()
+    n_layers = num_layers(model_path)
+    main_k = n_layers // 2
+    records = sample_articles(config.num_docs, config.seed)
+    labels = {r.id: sorted({x.label for x in records}).index(r.label) for r in records}
+    with tempfile.TemporaryDirectory(prefix="erc-report-") as tmp:
+        work = Path(config.work_dir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        corpus = work / "corpus.jsonl"
+        _write_corpus(records, corpus)
+        per_k, builds = {}, {}
+        for k in layers_to_sweep(n_layers):
+            out = work / f"L{k}-int8"
+            log(f"K={k}: building the int8 cache of {len(records)} articles in {out}")
+            builds[k] = build_timed(config, model_path, corpus, k, out)
+            reader = cache_format.open(out)
+            batches = _batches(reader, config)
+            log(f"K={k}: timing full / frozen / recycled on {len(batches)} batches")
+            per_k[k] = time_modes(config, model_path, reader, labels, k, batches)
+            if k == main_k:
+                log(f"K={k}: lower-stack throughput and bytes per token")
+                throughput = lower_throughput(model_path, reader, out / "onnx", k, config.threads)
+                token_ids = [(key, reader.token_ids(key)) for key in reader.keys()]
+                hidden_size = reader.hidden_size
+        sizes = bytes_per_token(_exact_states(model_path, main_k, token_ids), hidden_size)
+    return summarise(config, model_path, n_layers, main_k, len(records), per_k, builds,
+                     throughput, sizes)
+
+
+def _batches(reader, config: ReportConfig) -> list:
+    from runtime.loader import BatchPlan, plan_batches
+
+    keys = reader.keys()
+    plan = BatchPlan(token_budget=config.token_budget, max_batch_size=64)
+    return plan_batches(keys, [reader.num_tokens(k) for k in keys], plan, shuffle=True,
+                        seed=config.seed)
+
+
+def _exact_states(model_path, layer: int, states: list) -> list:
+    # states: [(key, token_ids)]
+    """Unquantised layer-K states of the same tokens (the sizes must not see int8 rounding)."""
+    from export.throughput import TorchLower
+
+    lower = TorchLower(model_path, layer)
+    out = []
+    for key, ids in states:
+        ids64 = ids.astype(np.int64)[None, :]
+        out.append((key, ids, lower.run(ids64, np.ones_like(ids64))[0]))
+    return out
+
+
+def summarise(config, model_path, n_layers, main_k, num_docs, per_k, builds, throughput,
+              sizes) -> dict:
+    """The report dict: contract keys first, then the details they come from."""
+    steps = {k: _steps_summary(v) for k, v in per_k.items()}
+    main = steps[main_k]
+    pe = {mode: {ph: main[mode][ph]["per_example"]["total"] for ph in ("train", "infer")}
+          for mode in main}
+    build = builds[main_k]
+    encode_per_example = build["encode_seconds"] / num_docs
+    saved_per_example = pe["full"]["train"] - pe["recycled"]["train"]
+    # The whole corpus is cached once (export + every article); an epoch trains on its train
+    # split. Break-even: epochs whose savings pay for that build.
+    build_cost = build["export_seconds"] + encode_per_example * CORPUS_ARTICLES
+    epoch_saving = saved_per_example * TRAIN_ARTICLES
+    return {
+        "train_speedup": pe["full"]["train"] / pe["recycled"]["train"],
+        "infer_speedup": pe["full"]["infer"] / pe["recycled"]["infer"],
+        "frozen_speedup": pe["frozen"]["train"] / pe["recycled"]["train"],
+        "io_fraction_train": main["recycled"]["train"]["io_fraction"],
+        "io_fraction_infer": main["recycled"]["infer"]["io_fraction"],
+        "bytes_per_token": {d: sizes[d]["lz4"] for d in sizes},
+        "bytes_per_token_by_codec": sizes,
+        "build_tokens_per_s": throughput,
+        "break_even_epochs": build_cost / epoch_saving if epoch_saving > 0 else float("inf"),
+        "build_seconds_corpus": build_cost,
+        "epoch_saving_seconds": epoch_saving,
+        "model": _model_name(config, model_path),
+        "layer": main_k,
+        "num_layers": n_layers,
+        "device": _device_name(),
+        "date": time.strftime("%Y-%m-%d"),
+        "config": asdict(config),
+        "articles_timed": num_docs,
+        "build": {str(k): v for k, v in builds.items()},
+        "per_example_seconds": pe,
+        "steps": {str(k): v for k, v in steps.items()},
+    }
+
+
+def _model_name(config: ReportConfig, model_path) -> str:
+    from export.defaults import DEFAULT_MODEL_NAME
+
+    return DEFAULT_MODEL_NAME if config.model is None else Path(model_path).name
+
+
+def _device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"cpu: {cpu} ({torch.get_num_threads()} threads)"

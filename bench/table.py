@@ -1,0 +1,52 @@
+"""The report as a plain-text table."""
+from __future__ import annotations
+
+# Illustrative GPU rate for the bandwidth estimate; labelled as an estimate wherever printed.
+GPU_TOKENS_PER_S_ESTIMATE = 200_000
+
+
+def format_table(r: dict) -> str:
+    pe = r["per_example_seconds"]
+    main = r["steps"][str(r["layer"])]
+    lines = [
+        f"{r['model']}, K={r['layer']} of {r['num_layers']}, {r['articles_timed']} BBC articles, "
+        f"{r['device']}, {r['date']}",
+        "",
+        f"{'mode':22s} {'train ms/ex':>12s} {'infer ms/ex':>12s} {'cache wait (train)':>19s}",
+    ]
+    for mode in ("full", "frozen", "recycled", "recycled_no_prefetch"):
+        lines.append(f"{mode:22s} {pe[mode]['train'] * 1e3:12.2f} {pe[mode]['infer'] * 1e3:12.2f} "
+                     f"{main[mode]['train']['io_fraction']:18.1%}")
+    lines += [
+        "",
+        f"train speedup (full / recycled)      {r['train_speedup']:.2f}x",
+        f"infer speedup (full / recycled)      {r['infer_speedup']:.2f}x",
+        f"frozen / recycled (training)         {r['frozen_speedup']:.2f}x",
+        f"cache wait share: train {r['io_fraction_train']:.1%}, infer {r['io_fraction_infer']:.1%}",
+        f"cache build, whole corpus            {r['build_seconds_corpus']:.1f} s "
+        f"(export {r['build'][str(r['layer'])]['export_seconds']:.1f} s once + encoding)",
+        f"saved per training epoch             {r['epoch_saving_seconds']:.1f} s",
+        f"break-even                           {r['break_even_epochs']:.2f} epochs",
+        "lower stack tokens/s                 onnxruntime {onnxruntime:.0f}, torch {torch:.0f} "
+        "({ratio:.2f}x)".format(ratio=r["build_tokens_per_s"]["onnxruntime"]
+                                / r["build_tokens_per_s"]["torch"], **r["build_tokens_per_s"]),
+        "",
+        "bytes per real token   " + "  ".join(f"{c:>6s}" for c in ("none", "lz4", "zstd")),
+    ]
+    for dtype, by_codec in r["bytes_per_token_by_codec"].items():
+        lines.append(f"  {dtype:20s} " + "  ".join(f"{by_codec[c]:6.0f}" for c in ("none", "lz4", "zstd")))
+    lines.append("  (lz4 barely compresses dense activations: the size win is int8 and no padding)")
+    rate = main["recycled"]["train"]["tokens_per_s"]
+    b = r["bytes_per_token"]["int8"]
+    lines += [
+        "",
+        f"read bandwidth needed: recycled training here {rate:.0f} tokens/s x {b:.0f} B = "
+        f"{rate * b / 1e6:.2f} MB/s (measured)",
+        f"  a GPU at {GPU_TOKENS_PER_S_ESTIMATE:,} tokens/s would need "
+        f"{GPU_TOKENS_PER_S_ESTIMATE * b / 1e6:.0f} MB/s (estimate, not measured)",
+    ]
+    if r.get("accuracy"):
+        lines += ["", "accuracy (test split)   full   recycled"]
+        for task, acc in r["accuracy"].items():
+            lines.append(f"  {task:20s} {acc['full']:.4f}  {acc['recycled']:.4f}")
+    return "\n".join(lines)

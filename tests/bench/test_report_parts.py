@@ -1,0 +1,96 @@
+"""bench's pieces on tiny inputs: K sweep, interleaved step timing, sizes, table, plot."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench.endtoend import layers_to_sweep
+from bench.sizes import bytes_per_token
+from bench.steps import PHASES, time_interleaved
+
+
+@pytest.mark.parametrize("n,expected", [(6, [2, 3, 4]), (12, [3, 6, 9]), (2, [1]), (3, [1, 2])],
+                         ids=["minilm", "base", "two", "three"])
+def test_layers_to_sweep(n, expected):
+    assert layers_to_sweep(n) == expected
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, inputs, attention_mask):
+        return self.linear(inputs.mean(1))
+
+    def loss(self, logits, labels):
+        return torch.nn.functional.cross_entropy(logits, labels)
+
+
+def _load(keys):
+    return {"inputs": torch.ones(len(keys), 5, 4), "attention_mask": torch.ones(len(keys), 5),
+            "labels": torch.zeros(len(keys), dtype=torch.long)}
+
+
+def test_interleaved_timing_counts_the_same_batches_for_every_mode():
+    runs = {}
+    for mode, prefetch in (("a", True), ("b", False)):
+        model = _Tiny()
+        runs[mode] = (model, torch.optim.SGD(model.parameters(), lr=0.1), _load, prefetch)
+    before = runs["a"][0].linear.weight.detach().clone()
+    batches = [["k1", "k2"], ["k3"], ["k4", "k5", "k6"]]
+    times = time_interleaved(runs, batches, train=True, warmup=1)
+    for t in times.values():
+        assert (t.steps, t.examples, t.tokens) == (2, 4, 20)
+        assert set(t.seconds) == set(PHASES) and t.seconds["forward"] > 0
+        assert t.per_example()["total"] == pytest.approx(t.total / 4)
+    assert not torch.equal(before, runs["a"][0].linear.weight)  # the optimizer stepped
+    inferred = time_interleaved(runs, batches, train=False, warmup=0)
+    assert inferred["b"].seconds["backward"] == 0 and inferred["b"].steps == 3
+
+
+def test_bytes_per_token_orders_dtypes():
+    rng = np.random.default_rng(0)
+    states = [(f"k{i}", np.arange(40), rng.standard_normal((40, 64)).astype(np.float32))
+              for i in range(10)]
+    sizes = bytes_per_token(states, 64)
+    assert sizes["int8"]["lz4"] < sizes["fp16"]["lz4"] < sizes["fp32"]["lz4"]
+    assert 64 + 8 <= sizes["int8"]["none"] <= 1.3 * 64  # values, id, scale, index share
+    assert sizes["fp32"]["none"] >= 4 * 64 + 4
+
+
+def _fake_report():
+    step = {ph: 0.01 for ph in PHASES}
+    step["total"] = 0.05
+    entry = {"per_example": step, "io_fraction": 0.01, "examples": 8, "steps": 2,
+             "tokens": 800, "tokens_per_s": 1000.0}
+    modes = {m: {"train": entry, "infer": entry}
+             for m in ("full", "frozen", "recycled", "recycled_no_prefetch")}
+    sizes = {d: {c: 100.0 for c in ("none", "lz4", "zstd")} for d in ("fp32", "fp16", "int8")}
+    return {
+        "train_speedup": 2.0, "infer_speedup": 1.9, "frozen_speedup": 1.3,
+        "io_fraction_train": 0.01, "io_fraction_infer": 0.02,
+        "bytes_per_token": {d: 100.0 for d in sizes}, "bytes_per_token_by_codec": sizes,
+        "build_tokens_per_s": {"onnxruntime": 3000.0, "torch": 2000.0},
+        "break_even_epochs": 0.3, "build_seconds_corpus": 10.0, "epoch_saving_seconds": 30.0,
+        "model": "m", "layer": 3, "num_layers": 6, "device": "cpu", "date": "2026-11-22",
+        "articles_timed": 8, "build": {"3": {"export_seconds": 1.0, "encode_seconds": 2.0}},
+        "per_example_seconds": {m: {"train": 0.05, "infer": 0.05} for m in modes},
+        "steps": {str(k): modes for k in (2, 3, 4)},
+        "accuracy": {"bbc-news": {"full": 0.97, "recycled": 0.965}},
+    }
+
+
+def test_table_and_plot(tmp_path):
+    from bench.plot import draw
+    from bench.table import format_table
+
+    report = _fake_report()
+    text = format_table(report)
+    assert "train speedup (full / recycled)      2.00x" in text
+    assert "break-even                           0.30 epochs" in text
+    assert "(1.50x)" in text and "bbc-news" in text
+    json.dumps(report)  # the report is JSON-serialisable
+    draw(report, tmp_path / "r.png")
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
