@@ -42,6 +42,9 @@ class ReportConfig:
     work_dir: str | None = None  # where the caches go; None: a temporary folder
     seed: int = 0
     threads: int | None = None  # torch / onnxruntime threads; None: all cores
+    accuracy: bool = True  # also train full and recycled to compare test accuracy
+    accuracy_docs: int | None = None  # None: 640 articles with --quick, else all 2,225
+    accuracy_epochs: int | None = None  # None: 1 with --quick, else 3
 
     @property
     def num_docs(self) -> int:
@@ -184,8 +187,26 @@ def run(config: ReportConfig, log=print) -> dict:
                 token_ids = [(key, reader.token_ids(key)) for key in reader.keys()]
                 hidden_size = reader.hidden_size
         sizes = bytes_per_token(_exact_states(model_path, main_k, token_ids), hidden_size)
-    return summarise(config, model_path, n_layers, main_k, len(records), per_k, builds,
-                     throughput, sizes)
+        accuracy = _accuracy(config, model_path, main_k, work / "accuracy", log)
+    report = summarise(config, model_path, n_layers, main_k, len(records), per_k, builds,
+                       throughput, sizes)
+    if accuracy:
+        report["accuracy"] = {k: v for k, v in accuracy.items() if k != "details"}
+        report["accuracy_details"] = accuracy["details"]
+    return report
+
+
+def _accuracy(config: ReportConfig, model_path, layer: int, work: Path, log):
+    if not config.accuracy:
+        return None
+    from bench.accuracy import bbc_accuracy
+
+    docs = config.accuracy_docs or (640 if config.quick else None)
+    epochs = config.accuracy_epochs or (1 if config.quick else 3)
+    # Quick mode halves the length: the comparison, not the absolute figure, is the point.
+    return bbc_accuracy(work, model_path=model_path, layer=layer, docs=docs, epochs=epochs,
+                        max_length=128 if config.quick else config.max_length,
+                        adapter=config.adapter, seed=config.seed, log=log)
 
 
 def _batches(reader, config: ReportConfig) -> list:

@@ -23,6 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default=None,
                    help="keep the caches here (default: a temporary folder)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--no-accuracy", action="store_true",
+                   help="skip training full and recycled for the accuracy comparison")
+    p.add_argument("--accuracy-docs", type=int, default=None,
+                   help="articles for the accuracy comparison (default 640 with --quick, else all)")
+    p.add_argument("--accuracy-epochs", type=int, default=None,
+                   help="epochs for the accuracy comparison (default 1 with --quick, else 3)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw the step times and speedups")
     return p
@@ -34,11 +40,20 @@ def main(argv=None) -> int:
     from bench.endtoend import ReportConfig, run
     from bench.table import format_table
 
-    if args.docs is not None and args.docs < 8:
-        print(f"error: --docs must be at least 8, got {args.docs}", file=sys.stderr)
+    for name in ("docs", "accuracy_docs"):
+        value = getattr(args, name)
+        if value is not None and value < 20:
+            print(f"error: --{name.replace('_', '-')} must be at least 20, got {value}",
+                  file=sys.stderr)
+            return 2
+    if args.accuracy_epochs is not None and args.accuracy_epochs < 1:
+        print(f"error: --accuracy-epochs must be at least 1, got {args.accuracy_epochs}",
+              file=sys.stderr)
         return 2
     config = ReportConfig(quick=args.quick, docs=args.docs, model=args.model,
-                          adapter=args.adapter, work_dir=args.work_dir, threads=args.threads)
+                          adapter=args.adapter, work_dir=args.work_dir, threads=args.threads,
+                          accuracy=not args.no_accuracy, accuracy_docs=args.accuracy_docs,
+                          accuracy_epochs=args.accuracy_epochs)
     try:
         report = run(config, log=lambda m: print(m, file=sys.stderr, flush=True))
     except ValueError as exc:  # every package's error family derives from ValueError

@@ -46,7 +46,10 @@ def format_table(r: dict) -> str:
         f"{GPU_TOKENS_PER_S_ESTIMATE * b / 1e6:.0f} MB/s (estimate, not measured)",
     ]
     if r.get("accuracy"):
-        lines += ["", "accuracy (test split)   full   recycled"]
+        d = r.get("accuracy_details", {})
+        lines += ["", f"accuracy, test split ({d.get('articles')} articles, {d.get('epochs')} "
+                      f"epoch(s), max length {d.get('max_length')}, {d.get('adapter')})",
+                  "                         full   recycled"]
         for task, acc in r["accuracy"].items():
             lines.append(f"  {task:20s} {acc['full']:.4f}  {acc['recycled']:.4f}")
     return "\n".join(lines)
