@@ -28,7 +28,6 @@ def _lower_stack(tmp_path_factory, docs: int, max_length: int):
     from export.batching import make_batches
     from export.defaults import default_corpus_records, default_model_path
     from export.onnx_export import export_lower
-    from export.session import LowerSession, available_cores
     from export.throughput import TorchLower
     from export.tokenize import load_tokenizer, tokenize
 
@@ -39,10 +38,20 @@ def _lower_stack(tmp_path_factory, docs: int, max_length: int):
     records = default_corpus_records()[::max(1, 2225 // docs)][:docs]  # every topic
     encoded = tokenize(records, tokenizer, max_length=max_length)
     batches = make_batches([len(e) for e in encoded], BATCH_TOKENS)
-    cores = available_cores()
-    return {"ort": LowerSession(onnx_dir, device="cpu", threads=cores),
-            "torch": TorchLower(model, LAYER, threads=cores), "encoded": encoded,
-            "batches": batches, "pad": tokenizer.pad_token_id, "cores": cores}
+    return {"onnx_dir": onnx_dir, "torch_model": TorchLower(model, LAYER), "encoded": encoded,
+            "batches": batches, "pad": tokenizer.pad_token_id}
+
+
+def _runner(stack, name: str, threads: int):
+    """LowerSession or TorchLower on `threads` intra-op threads."""
+    import torch
+
+    from export.session import LowerSession
+
+    if name == "onnxruntime":
+        return LowerSession(stack["onnx_dir"], device="cpu", threads=threads)
+    torch.set_num_threads(threads)
+    return stack["torch_model"]
 
 
 @pytest.fixture(scope="module")
@@ -58,32 +67,31 @@ def _check_same(stack, outputs_a, outputs_b):
             assert np.abs(a[row, :n] - b[row, :n]).max() <= 1e-4
 
 
-def _throughput(benchmark, stack, name):
+def _threads(choice: str) -> int:
+    from export.session import available_cores
+
+    return 1 if choice == "1-thread" else available_cores()
+
+
+@pytest.mark.parametrize("threads", ["1-thread", "all-cores"])
+@pytest.mark.parametrize("name", ["onnxruntime", "torch-eager"])
+def test_build_throughput(benchmark, stack, name, threads):
     from export.throughput import run_batches
 
-    runner = stack[name]
-    real = sum(len(e) for e in stack["encoded"])
-    run_batches(runner, stack["encoded"], stack["batches"][:1], stack["pad"])  # warm-up
-    outputs = benchmark.pedantic(run_batches, args=(runner, stack["encoded"], stack["batches"],
-                                                    stack["pad"]), rounds=3, iterations=1)
-    other = "torch" if name == "ort" else "ort"
-    _check_same(stack, outputs, run_batches(stack[other], stack["encoded"], stack["batches"],
-                                            stack["pad"]))
+    benchmark.group = f"build-lower-stack-{threads}"  # pairs onnxruntime with torch
+    runner = _runner(stack, name, _threads(threads))
+    args = (stack["encoded"], stack["batches"], stack["pad"])
+    run_batches(runner, args[0], args[1][:1], args[2])  # warm-up
+    outputs = benchmark.pedantic(run_batches, args=(runner, *args), rounds=3, iterations=1)
+    other = _runner(stack, "torch-eager" if name == "onnxruntime" else "onnxruntime",
+                    _threads(threads))
+    _check_same(stack, outputs[:1], run_batches(other, args[0], args[1][:1], args[2]))
     if benchmark.stats is not None:  # None under --benchmark-disable
+        real = sum(len(e) for e in stack["encoded"])
         benchmark.extra_info.update(
-            real_tokens=real, threads=stack["cores"],
+            real_tokens=real, threads=_threads(threads),
             tokens_per_s_best=real / benchmark.stats.stats.min,
             tokens_per_s_mean=real / benchmark.stats.stats.mean)
-
-
-@pytest.mark.benchmark(group="build-lower-stack-throughput")
-def test_build_throughput_onnxruntime(benchmark, stack):
-    _throughput(benchmark, stack, "ort")
-
-
-@pytest.mark.benchmark(group="build-lower-stack-throughput")
-def test_build_throughput_torch_eager(benchmark, stack):
-    _throughput(benchmark, stack, "torch")
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +136,6 @@ def test_build_smoke(benchmark, tmp_path_factory):
     from export.throughput import run_batches
 
     small = _lower_stack(tmp_path_factory, 6, 64)
-    outputs = benchmark(run_batches, small["ort"], small["encoded"], small["batches"],
-                        small["pad"])
-    _check_same(small, outputs, run_batches(small["torch"], small["encoded"],
-                                            small["batches"], small["pad"]))
+    args = (small["encoded"], small["batches"], small["pad"])
+    outputs = benchmark(run_batches, _runner(small, "onnxruntime", 1), *args)
+    _check_same(small, outputs, run_batches(_runner(small, "torch-eager", 1), *args))

@@ -1,0 +1,124 @@
+"""python -m export.lower: one line on stderr and exit 2 for user mistakes; sharded builds in
+two processes merge into one cache; torchrun's variables pick the shard."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cache_format
+from export_testkit import TEXTS, write_jsonl
+from export import lower
+from export.session import available_cores
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(*args, timeout=240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.pop("WORLD_SIZE", None)
+    env.pop("RANK", None)
+    return subprocess.run([sys.executable, "-m", "export.lower", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_subprocess_layer_out_of_range_is_one_line_exit_2(tiny_bert, small_corpus, tmp_path):
+    done = _run("--layer", "9", "--model", str(tiny_bert), "--corpus", str(small_corpus),
+                "--out", str(tmp_path / "cache"))
+    assert done.returncode == 2
+    assert done.stderr == ("error: --layer 9 is out of range for this 4-layer bert model; "
+                           "pick 1 <= K <= 3\n")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_subprocess_missing_corpus_is_one_line_exit_2(tiny_bert, tmp_path):
+    missing = tmp_path / "missing.jsonl"
+    done = _run("--layer", "1", "--model", str(tiny_bert), "--corpus", str(missing))
+    assert done.returncode == 2
+    assert done.stderr == f"error: corpus file {missing} does not exist; check --corpus\n"
+
+
+def _main(capsys, *argv) -> tuple[int, list[str]]:
+    """Exit code and stderr lines of lower.main, whether it returns or argparse exits."""
+    try:
+        code = lower.main(list(argv))
+    except SystemExit as exit_info:
+        code = exit_info.code
+    return code, capsys.readouterr().err.splitlines()
+
+
+_BASE = ["--layer", "1", "--model", "{model}", "--quiet"]
+MISTAKES = [  # (id, argv, a fragment of the one line)
+    ("bad-extension", _BASE + ["--corpus", "{tmp}/c.xml"], "unknown corpus extension '.xml'"),
+    ("missing-field", _BASE + ["--corpus", "{tmp}/nofield.jsonl"],
+     "line 1: no field 'text' (fields: id, body)"),
+    ("model-without-config", ["--layer", "1", "--model", "{tmp}"], "has no config.json"),
+    ("no-layer", ["--model", "{model}"], "--layer K is required"),
+    ("merge-without-out", ["--merge"], "--merge needs --out DIR"),
+    ("layer-not-int", ["--layer", "two"], "argument --layer: invalid int value: 'two'"),
+    ("unknown-dtype", _BASE + ["--dtype", "int4"], "argument --dtype: invalid choice: 'int4'"),
+    ("unknown-flag", ["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+]
+
+
+@pytest.mark.parametrize("argv, fragment", [m[1:] for m in MISTAKES],
+                         ids=[m[0] for m in MISTAKES])
+def test_user_mistakes_are_one_line_exit_2(tiny_bert, tmp_path, capsys, argv, fragment):
+    (tmp_path / "c.xml").write_text("<a/>")
+    write_jsonl(tmp_path / "nofield.jsonl", [{"id": 1, "body": "x"}])
+    code, err = _main(capsys, *(a.format(model=tiny_bert, tmp=tmp_path) for a in argv))
+    assert code == 2
+    assert len(err) == 1 and fragment in err[0], err
+
+
+def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
+    def interrupted(config, log):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lower, "build_cache", interrupted)
+    code, err = _main(capsys, "--layer", "1", "--quiet")
+    assert code == lower.EXIT_INTERRUPTED
+    assert err == ["interrupted: records committed so far are kept; rerun the same command "
+                   "to resume"]
+
+
+def test_torchrun_variables_choose_the_shard():
+    args = lower.make_parser().parse_args(["--layer", "2"])
+    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
+    config = lower.config_from_args(args, env)
+    assert (config.num_shards, config.shard_index) == (2, 1)
+    assert config.threads == max(1, available_cores() // 2)
+    explicit = lower.make_parser().parse_args(["--layer", "2", "--num-shards", "3",
+                                               "--shard-index", "0"])
+    assert lower.config_from_args(explicit, env).num_shards == 3
+
+
+def test_two_process_sharded_build_then_merge(tiny_bert, small_corpus, tmp_path, capsys):
+    out = tmp_path / "cache"
+    common = ["--layer", "2", "--model", str(tiny_bert), "--corpus", str(small_corpus),
+              "--out", str(out), "--dtype", "fp32", "--max-length", "32", "--batch-tokens",
+              "96", "--threads", "1", "--num-shards", "2"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    procs = [subprocess.Popen([sys.executable, "-m", "export.lower", *common, "--shard-index",
+                               str(i)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert any("merged into" in err for _, err in results)
+    assert (out / "manifest.rank0.json").exists() and (out / "manifest.rank1.json").exists()
+    r = cache_format.open(out)
+    assert sorted(r.keys()) == [f"doc-{i:02d}" for i in range(len(TEXTS))]
+    # The same records as a one-process build (batches differ, so allow float noise).
+    single = tmp_path / "single"
+    assert lower.main(common[:-2] + ["--out", str(single), "--quiet"]) == 0
+    one = cache_format.open(single)
+    for key in one.keys():
+        assert np.allclose(one.get(key), r.get(key), atol=1e-5), key
+    # A lost merge is redone by hand.
+    (out / "manifest.json").unlink()
+    assert lower.main(["--merge", "--out", str(out)]) == 0
+    assert len(cache_format.open(out)) == len(TEXTS)
