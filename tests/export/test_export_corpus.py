@@ -126,8 +126,12 @@ def test_pair_field_on_txt_refused(tmp_path):
     assert "a .txt corpus holds one text a line" in _bad(path, text_pair_field="ctx")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is not None, reason="pyarrow installed")
-def test_parquet_without_pyarrow_is_a_clear_error(tmp_path):
+def test_parquet_without_pyarrow_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    # A None entry in sys.modules makes `import pyarrow` raise ImportError, as if absent.
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     path = tmp_path / "c.parquet"
     path.write_bytes(b"PAR1")
     assert _bad(path) == (f"{path}: reading .parquet needs pyarrow, which is not installed; "
