@@ -1,0 +1,78 @@
+"""`python -m runtime.predict`: predictions from a run folder, for cached keys and raw texts.
+
+    python -m runtime.predict --run RUN                      # every cached key of the test split
+    python -m runtime.predict --run RUN --keys ID1 ID2       # chosen cached keys
+    python -m runtime.predict --run RUN --text "some text"   # raw text: lower stack on the fly
+    python -m runtime.predict --run RUN --texts FILE.txt --write-back   # and add it to the cache
+
+Prints one JSON object per line (or writes them to --out). Bad input: one line on stderr,
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from runtime.errors import RuntimeConfigError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.predict", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--run", required=True, help="run folder written by `python -m runtime.train`")
+    p.add_argument("--task", choices=["seq-cls", "token-cls", "qa"],
+                   help="refuse the run unless it is of this task")
+    p.add_argument("--cache", help="cache to read (default: the one the run was trained on)")
+    p.add_argument("--keys", nargs="+", help="cached keys to predict")
+    p.add_argument("--split", choices=["train", "dev", "test", "all"], default="test",
+                   help="with no --keys/--text: the labelled split to predict")
+    p.add_argument("--text", action="append", default=[], help="a raw text (repeatable)")
+    p.add_argument("--texts", help="file of raw texts, one per line")
+    p.add_argument("--write-back", action="store_true",
+                   help="add the lower-stack states of new texts to the cache")
+    p.add_argument("--out", help="write JSON lines here instead of stdout")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ValueError as exc:
+        from runtime.train import _is_user_error
+
+        if not _is_user_error(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    from runtime import runs
+
+    texts = list(args.text)
+    if args.texts:
+        try:
+            with open(args.texts, encoding="utf-8") as f:
+                texts += [line.rstrip("\n") for line in f if line.strip()]
+        except OSError as exc:
+            raise RuntimeConfigError(f"cannot read --texts {args.texts!r} ({exc.strerror}); "
+                                     "pass a text file, one text per line") from None
+    loaded = runs.load_run(args.run, task=args.task, cache=args.cache, device=args.device)
+    if texts:
+        rows = runs.predict_texts(loaded, texts, write_back=args.write_back)
+    else:
+        rows = runs.predict_keys(loaded, args.keys or runs.split_keys(loaded, args.split))
+    out = open(args.out, "w") if args.out else sys.stdout
+    for row in rows:
+        out.write(json.dumps(row) + "\n")
+    if args.out:
+        out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""runtime.trainer: the three modes learn the tiny task, share batches, resume, and DDP works."""
+
+import dataclasses
+import json
+import re
+
+import pytest
+import torch
+
+from runtime.errors import RuntimeConfigError
+from runtime import trainer
+from runtime.trainer import TrainConfig, train
+
+
+def _config(tiny_task, tmp_path, **kw):
+    base = dict(cache=tiny_task["cache"], labels=tiny_task["seq_labels"], task="seq-cls",
+                out=str(tmp_path / "run"), epochs=3, lr=1e-2, token_budget=256, max_batch_size=8)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_recycled_seq_cls_learns_and_writes_the_run_folder(tiny_task, tmp_path):
+    metrics = train(_config(tiny_task, tmp_path, adapter="lora", epochs=6, patience=6))
+    assert metrics["accuracy"] >= 0.75  # topic is the first word: easy when training works
+    assert set(metrics) >= {"accuracy", "macro_f1", "train_seconds"}
+    run = tmp_path / "run"
+    assert json.loads((run / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["label_names"] == ["cat", "red", "sun"] and config["mode"] == "recycled"
+    steps = [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines()]
+    assert steps and all(s["wait_s"] >= 0 and s["compute_s"] > 0 for s in steps)
+    weights = torch.load(run / "weights.pt", weights_only=True)
+    assert weights and all("lora" in k or k.startswith("head.") for k in weights)
+
+
+def _batches_of(run):
+    """Per-epoch key batches a run trained on, from the keys logged in steps.jsonl."""
+    steps = [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines()]
+    return [(s["epoch"], s["step"], tuple(s["keys"])) for s in steps]
+
+
+@pytest.fixture(scope="module")
+def recycled_run(tiny_task, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rec") / "run"
+    metrics = train(TrainConfig(cache=tiny_task["cache"], labels=tiny_task["seq_labels"],
+                                task="seq-cls", out=str(out), epochs=2, patience=5, lr=1e-2,
+                                token_budget=256, max_batch_size=8))
+    return out, metrics
+
+
+@pytest.mark.parametrize("mode", ["full", "frozen"])
+def test_full_and_frozen_modes_train_on_the_same_batches(tiny_task, tmp_path, recycled_run, mode):
+    rec_dir, rec = recycled_run
+    other = train(_config(tiny_task, tmp_path, out=str(tmp_path / mode), mode=mode,
+                          epochs=2, patience=5))
+    assert _batches_of(rec_dir) == _batches_of(tmp_path / mode)
+    assert set(other) == set(rec)
+    config = json.loads((tmp_path / mode / "config.json").read_text())
+    assert config["mode"] == mode
+    weights = torch.load(tmp_path / mode / "weights.pt", weights_only=True)
+    layers = {int(m.group(1)) for k in weights if (m := re.search(r"layers\.(\d+)\.", k))}
+    # LoRA on all 4 layers in full mode; only above K=2 in frozen mode
+    assert layers == ({0, 1, 2, 3} if mode == "full" else {2, 3})
+
+
+def test_token_cls_recycled_learns_entities(tiny_task, tmp_path):
+    metrics = train(_config(tiny_task, tmp_path, labels=tiny_task["tok_labels"], task="token-cls",
+                            adapter="none", lr=3e-2, epochs=6, patience=6))
+    assert set(metrics) >= {"f1", "train_seconds"}
+    assert metrics["f1"] > 0.4  # names and places are fixed words: learnable in a few steps
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_continues_from_the_checkpoint_as_if_never_stopped(tiny_task, tmp_path,
+                                                                   monkeypatch):
+    straight = train(_config(tiny_task, tmp_path, out=str(tmp_path / "straight"), epochs=2,
+                             patience=5))
+    original = trainer._save_checkpoint
+
+    def save_then_die(config, model, optimizer, schedule, state, rank):
+        original(config, model, optimizer, schedule, state, rank)
+        raise _Killed  # the process dies right after the first epoch's checkpoint
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", save_then_die)
+    config = _config(tiny_task, tmp_path, epochs=2, patience=5)
+    with pytest.raises(_Killed):
+        train(config)
+    monkeypatch.setattr(trainer, "_save_checkpoint", original)
+    resumed = train(dataclasses.replace(config, resume=True))
+    assert resumed["epochs_run"] == 2
+    assert {e for e, _, _ in _batches_of(tmp_path / "run")} == {0, 1}  # epoch 0 not rerun
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["weights"]
+    b = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["weights"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert resumed["accuracy"] == straight["accuracy"]
+
+
+def test_run_folder_of_another_task_is_refused(tiny_task, tmp_path):
+    train(_config(tiny_task, tmp_path, epochs=1))
+    with pytest.raises(RuntimeConfigError, match="holds a 'seq-cls' run, not 'token-cls'"):
+        train(_config(tiny_task, tmp_path, labels=tiny_task["tok_labels"], task="token-cls"))
+    assert (tmp_path / "run" / "metrics.json").is_file()  # nothing lost
