@@ -35,7 +35,7 @@ TRAIN_ARTICLES = 1780  # its 80% train split: what one training epoch runs over
 class ReportConfig:
     quick: bool = False  # fewer articles and steps: within five minutes on 2 cores
     model: str | None = None  # checkpoint folder; None: all-MiniLM-L6-v2
-    docs: int | None = None  # articles timed; None: 64 quick, 256 otherwise
+    docs: int | None = None  # articles timed; None: 48 quick, 256 otherwise
     max_length: int = 256  # tokens per article (BBC articles average ~500)
     token_budget: int = 2048  # padded tokens per batch, the same for every mode
     adapter: str = "lora"  # lora | bottleneck | finetune: the same kind in full and recycled
@@ -43,12 +43,12 @@ class ReportConfig:
     seed: int = 0
     threads: int | None = None  # torch / onnxruntime threads; None: all cores
     accuracy: bool = True  # also train full and recycled to compare test accuracy
-    accuracy_docs: int | None = None  # None: 640 articles with --quick, else all 2,225
+    accuracy_docs: int | None = None  # None: 400 articles with --quick, else all 2,225
     accuracy_epochs: int | None = None  # None: 1 with --quick, else 3
 
     @property
     def num_docs(self) -> int:
-        return self.docs or (64 if self.quick else 256)
+        return self.docs or (48 if self.quick else 256)
 
 
 def layers_to_sweep(num_layers: int) -> list[int]:
@@ -201,7 +201,7 @@ def _accuracy(config: ReportConfig, model_path, layer: int, work: Path, log):
         return None
     from bench.accuracy import bbc_accuracy
 
-    docs = config.accuracy_docs or (640 if config.quick else None)
+    docs = config.accuracy_docs or (400 if config.quick else None)
     epochs = config.accuracy_epochs or (1 if config.quick else 3)
     # Quick mode halves the length: the comparison, not the absolute figure, is the point.
     return bbc_accuracy(work, model_path=model_path, layer=layer, docs=docs, epochs=epochs,
