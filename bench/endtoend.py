@@ -66,7 +66,7 @@ def sample_articles(n: int, seed: int) -> list:
     return [records[i] for i in sorted(pick)]
 
 
-def _write_corpus(records, path: Path) -> None:
+def write_corpus(records, path: Path) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps({"id": r.id, "text": r.text}) + "\n")
@@ -105,7 +105,9 @@ def lower_throughput(model_path, reader, onnx_dir: Path, layer: int, threads) ->
     return {"onnxruntime": ort, "torch": eager}
 
 
-def _model(kind: str, model_path, layer: int, num_labels: int, adapter: str, seed: int):
+def build_mode_model(kind: str, model_path, layer: int, num_labels: int, adapter: str,
+                     seed: int):
+    """A seq-cls model for `kind` (full | frozen | recycled) with `adapter`, and its AdamW."""
     from runtime.adapters import AdapterConfig, apply_adapters
     from runtime.heads import build_head
     from runtime.models import FullModel, RecycledModel
@@ -140,7 +142,8 @@ def time_modes(config: ReportConfig, model_path, reader, labels: dict, layer: in
                                        ("frozen", "frozen", text, True),
                                        ("recycled", "recycled", cached, True),
                                        ("recycled_no_prefetch", "recycled", cached, False)):
-        model, optimizer = _model(kind, model_path, layer, num_labels, config.adapter, config.seed)
+        model, optimizer = build_mode_model(kind, model_path, layer, num_labels,
+                                            config.adapter, config.seed)
         runs[mode] = (model, optimizer, load, prefetch)
     trained = time_interleaved(runs, batches, train=True)
     inferred = time_interleaved(runs, batches, train=False)
@@ -171,7 +174,7 @@ def run(config: ReportConfig, log=print) -> dict:
         work = Path(config.work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         corpus = work / "corpus.jsonl"
-        _write_corpus(records, corpus)
+        write_corpus(records, corpus)
         per_k, builds = {}, {}
         for k in layers_to_sweep(n_layers):
             out = work / f"L{k}-int8"
