@@ -43,11 +43,13 @@ def test_interleaved_timing_counts_the_same_batches_for_every_mode():
     times = time_interleaved(runs, batches, train=True, warmup=1)
     for t in times.values():
         assert (t.steps, t.examples, t.tokens) == (2, 4, 20)
-        assert set(t.seconds) == set(PHASES) and t.seconds["forward"] > 0
+        assert set(t.seconds) == set(PHASES)
         assert t.per_example()["total"] == pytest.approx(t.total / 4)
     assert not torch.equal(before, runs["a"][0].linear.weight)  # the optimizer stepped
+    trained = runs["b"][0].linear.weight.detach().clone()
     inferred = time_interleaved(runs, batches, train=False, warmup=0)
-    assert inferred["b"].seconds["backward"] == 0 and inferred["b"].steps == 3
+    assert inferred["b"].steps == 3 and inferred["b"].examples == 6
+    assert torch.equal(trained, runs["b"][0].linear.weight)  # inference never steps
 
 
 def test_bytes_per_token_orders_dtypes():

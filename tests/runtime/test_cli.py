@@ -30,9 +30,13 @@ def _one_line_error(capsys, expected: str):
     assert "\n" not in err and "Traceback" not in err
 
 
+# The keys ../shared/CONTRACT.md fixes for a seq-cls run's metrics.json (presence only).
+SEQ_CLS_METRIC_KEYS = frozenset({"accuracy", "macro_f1", "train_seconds"})
+
+
 def test_train_prints_and_writes_metrics(seq_run, capsys):
     metrics = json.loads((seq_run / "metrics.json").read_text())
-    assert {"accuracy", "macro_f1", "train_seconds"} <= set(metrics)
+    assert SEQ_CLS_METRIC_KEYS <= set(metrics)
 
 
 def test_predict_cached_keys(seq_run, capsys):
