@@ -19,16 +19,23 @@ def _config(tiny_task, tmp_path, **kw):
     return TrainConfig(**base)
 
 
+# Keys fixed by ../shared/CONTRACT.md (metrics.json) and by the per-step log (presence only:
+# step times are measured in bench/, not asserted here).
+SEQ_CLS_METRIC_KEYS = frozenset({"accuracy", "macro_f1", "train_seconds"})
+TOKEN_CLS_METRIC_KEYS = frozenset({"f1", "train_seconds"})
+STEP_LOG_KEYS = frozenset({"wait_s", "compute_s"})
+
+
 def test_recycled_seq_cls_learns_and_writes_the_run_folder(tiny_task, tmp_path):
     metrics = train(_config(tiny_task, tmp_path, adapter="lora", epochs=6, patience=6))
     assert metrics["accuracy"] >= 0.75  # topic is the first word: easy when training works
-    assert set(metrics) >= {"accuracy", "macro_f1", "train_seconds"}
+    assert set(metrics) >= SEQ_CLS_METRIC_KEYS
     run = tmp_path / "run"
     assert json.loads((run / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
     config = json.loads((run / "config.json").read_text())
     assert config["label_names"] == ["cat", "red", "sun"] and config["mode"] == "recycled"
     steps = [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines()]
-    assert steps and all(s["wait_s"] >= 0 and s["compute_s"] > 0 for s in steps)
+    assert steps and all(STEP_LOG_KEYS <= set(s) for s in steps)
     weights = torch.load(run / "weights.pt", weights_only=True)
     assert weights and all("lora" in k or k.startswith("head.") for k in weights)
 
@@ -66,7 +73,7 @@ def test_full_and_frozen_modes_train_on_the_same_batches(tiny_task, tmp_path, re
 def test_token_cls_recycled_learns_entities(tiny_task, tmp_path):
     metrics = train(_config(tiny_task, tmp_path, labels=tiny_task["tok_labels"], task="token-cls",
                             adapter="none", lr=3e-2, epochs=6, patience=6))
-    assert set(metrics) >= {"f1", "train_seconds"}
+    assert set(metrics) >= TOKEN_CLS_METRIC_KEYS
     assert metrics["f1"] > 0.4  # names and places are fixed words: learnable in a few steps
 
 
