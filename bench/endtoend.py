@@ -213,12 +213,10 @@ def _accuracy(config: ReportConfig, model_path, layer: int, work: Path, log):
 
 
 def _batches(reader, config: ReportConfig) -> list:
-    from runtime.loader import BatchPlan, plan_batches
+    from runtime.loader import BatchPlan, plan_cache_batches
 
-    keys = reader.keys()
     plan = BatchPlan(token_budget=config.token_budget, max_batch_size=64)
-    return plan_batches(keys, [reader.num_tokens(k) for k in keys], plan, shuffle=True,
-                        seed=config.seed)
+    return plan_cache_batches(reader, reader.keys(), plan, shuffle=True, seed=config.seed)
 
 
 def _exact_states(model_path, layer: int, states: list) -> list:

@@ -5,7 +5,6 @@ here is single-threaded. Each benchmark checks what it read. Run: pytest --bench
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest

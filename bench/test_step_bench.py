@@ -18,11 +18,10 @@ TOKEN_BUDGET = 1024
 
 
 def _keys_batches(reader):
-    from runtime.loader import BatchPlan, plan_batches
+    from runtime.loader import BatchPlan, plan_cache_batches
 
-    keys = reader.keys()
     plan = BatchPlan(token_budget=TOKEN_BUDGET, max_batch_size=16)
-    return plan_batches(keys, [reader.num_tokens(k) for k in keys], plan, shuffle=False)
+    return plan_cache_batches(reader, reader.keys(), plan, shuffle=False)
 
 
 @pytest.fixture(scope="module")

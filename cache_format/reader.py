@@ -98,8 +98,7 @@ class CacheReader:
 
     def lengths(self) -> dict[str, int]:
         """Every key's token count, from the indexes alone."""
-        return {k: s.num_tokens[i] for k, (s, i) in
-                ((k, self._locate(k)) for k in self._keys)}
+        return {k: self._shards[s].num_tokens[i] for k, (s, i) in self._where.items()}
 
     def read_raw(self, key: str) -> RawRecord:
         """The stored arrays of `key`, verified against their checksum, not dequantised."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import layout as L
-from .codec import CODEC_BY_CODE, Codec
+from .codec import Codec
 from .errors import CacheFormatError
 from .manifest import fsync_dir
 

@@ -22,7 +22,7 @@ import torch
 from runtime import metrics
 from runtime.errors import RuntimeConfigError
 from runtime.labels import IGNORE_INDEX, context_mask
-from runtime.loader import BatchPlan, CacheBatches, TextBatches, plan_batches
+from runtime.loader import BatchPlan, CacheBatches, TextBatches, plan_cache_batches
 from runtime.prefetch import Prefetcher
 
 PRIMARY = {"seq-cls": "accuracy", "token-cls": "f1", "qa": "f1"}  # dev metric for early stopping
@@ -164,7 +164,7 @@ def predict_logits(config, built: Built, source, reader, keys: list) -> dict:
     """key -> logits (numpy; per-token ones trimmed to the record's length), in eval mode."""
     plan = BatchPlan(config.token_budget, config.max_batch_size, config.shuffle_window,
                      config.windows_per_block)
-    batches = plan_batches(keys, [reader.num_tokens(k) for k in keys], plan, shuffle=False)
+    batches = plan_cache_batches(reader, keys, plan, shuffle=False)
     out = {}
     built.model.eval()
     with torch.no_grad(), Prefetcher(batches, source, device=config.device) as pf:

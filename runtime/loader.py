@@ -73,6 +73,12 @@ def plan_batches(keys, lengths, plan: BatchPlan, *, shuffle: bool, seed: int = 0
     return batches
 
 
+def plan_cache_batches(reader, keys, plan: BatchPlan, **options) -> list:
+    """plan_batches over cache keys, their lengths read from the cache's index (no decode)."""
+    keys = list(keys)
+    return plan_batches(keys, [reader.num_tokens(k) for k in keys], plan, **options)
+
+
 def shard_batches(batches: list, rank: int, world_size: int) -> list:
     """This rank's batches: every world_size-th one, trimmed so all ranks take equal steps.
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from runtime import inference
 from runtime.errors import RuntimeConfigError
 from runtime.labels import LabelsConfig, load_labelled
-from runtime.loader import BatchPlan, plan_batches, shard_batches
+from runtime.loader import BatchPlan, plan_cache_batches, shard_batches
 from runtime.prefetch import Prefetcher
 
 MODES = ("recycled", "full", "frozen")
@@ -134,10 +134,8 @@ def _labels_config(config: TrainConfig) -> LabelsConfig:
 
 
 def _plan(config: TrainConfig, reader, examples: list, epoch: int, shuffle: bool = True):
-    keys = [e.key for e in examples]
-    plan = batch_plan(config)
-    return plan_batches(keys, [reader.num_tokens(k) for k in keys], plan,
-                        shuffle=shuffle, seed=config.seed, epoch=epoch)
+    return plan_cache_batches(reader, [e.key for e in examples], batch_plan(config),
+                              shuffle=shuffle, seed=config.seed, epoch=epoch)
 
 
 def batch_plan(config: TrainConfig) -> BatchPlan:

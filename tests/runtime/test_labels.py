@@ -1,6 +1,5 @@
 """runtime.labels: reading, splitting, joining with the cache, token alignment, bad input."""
 
-import numpy as np
 import pytest
 
 from runtime.errors import RuntimeConfigError
