@@ -15,23 +15,18 @@ BENCH_MAX_LENGTH = 256
 
 def real_layer_states(num_docs: int, layer: int = BENCH_LAYER, max_length: int = BENCH_MAX_LENGTH):
     """[(key, token_ids, hidden float32 [T, H])] of the default model at `layer`, every 35th
-    BBC article (all five topics), computed with transformers in eager PyTorch."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+    BBC article (all five topics)."""
+    from transformers import AutoTokenizer
 
+    from bench.endtoend import layer_states
     from export.defaults import default_corpus_records, default_model_path
 
     path = default_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
     records = default_corpus_records()[::35][:num_docs]
-    out = []
-    with torch.inference_mode():
-        for rec in records:
-            enc = tokenizer(rec.text, truncation=True, max_length=max_length, return_tensors="pt")
-            hidden = model(**enc, output_hidden_states=True).hidden_states[layer][0]
-            out.append((rec.id, enc["input_ids"][0].numpy(), hidden.numpy().astype(np.float32)))
-    return out
+    keyed_ids = [(r.id, np.asarray(tokenizer(r.text, truncation=True, max_length=max_length)
+                                   ["input_ids"], dtype=np.int64)) for r in records]
+    return layer_states(path, layer, keyed_ids)
 
 
 @pytest.fixture(scope="session")

@@ -189,7 +189,7 @@ def run(config: ReportConfig, log=print) -> dict:
                 throughput = lower_throughput(model_path, reader, out / "onnx", k, config.threads)
                 token_ids = [(key, reader.token_ids(key)) for key in reader.keys()]
                 hidden_size = reader.hidden_size
-        sizes = bytes_per_token(_exact_states(model_path, main_k, token_ids), hidden_size)
+        sizes = bytes_per_token(layer_states(model_path, main_k, token_ids), hidden_size)
         accuracy = _accuracy(config, model_path, main_k, work / "accuracy", log)
     report = summarise(config, model_path, n_layers, main_k, len(records), per_k, builds,
                        throughput, sizes)
@@ -219,14 +219,14 @@ def _batches(reader, config: ReportConfig) -> list:
     return plan_cache_batches(reader, reader.keys(), plan, shuffle=True, seed=config.seed)
 
 
-def _exact_states(model_path, layer: int, states: list) -> list:
-    # states: [(key, token_ids)]
-    """Unquantised layer-K states of the same tokens (the sizes must not see int8 rounding)."""
+def layer_states(model_path, layer: int, keyed_ids: list) -> list:
+    """[(key, token_ids, float32 [T, H])]: unquantised layer-K states of [(key, token_ids)],
+    one record at a time (no padding), through PyTorch eager."""
     from export.throughput import TorchLower
 
     lower = TorchLower(model_path, layer)
     out = []
-    for key, ids in states:
+    for key, ids in keyed_ids:
         ids64 = ids.astype(np.int64)[None, :]
         out.append((key, ids, lower.run(ids64, np.ones_like(ids64))[0]))
     return out
