@@ -12,13 +12,26 @@ from pathlib import Path
 from . import layout as L
 from .codec import get_codec
 from .errors import CacheFormatError
-from .manifest import part_manifest_paths, read_manifest, same_kind, write_manifest
+from .locking import WriterLock
+from .manifest import (
+    identity_digest, part_manifest_paths, read_manifest, same_kind, write_manifest,
+)
 from .shard import open_shard
 
 
 def merge_parts(path) -> dict:
     """Write manifest.json from every manifest.<part>.json in `path`; return it."""
     root = Path(path)
+    if not root.is_dir():
+        raise CacheFormatError(f"{root}: no such cache folder")
+    lock = WriterLock(root, root / L.MANIFEST_NAME)  # excludes a single writer and other merges
+    try:
+        return _merge_locked(root)
+    finally:
+        lock.release()
+
+
+def _merge_locked(root: Path) -> dict:
     parts = part_manifest_paths(root)
     main_path = root / L.MANIFEST_NAME
     base = read_manifest(main_path) if main_path.exists() else None
@@ -31,6 +44,9 @@ def merge_parts(path) -> dict:
         if diffs:
             raise CacheFormatError(f"{p}: differs from the other parts ({'; '.join(diffs)})")
     merged = {k: v for k, v in first.items() if k != "part"}
+    # The merged cache keeps the id of the manifest already there, else the first part's;
+    # every shard entry keeps the id of the writer that wrote it (its files carry that id).
+    merged["cache_id"] = first["cache_id"]
     merged["shards"], seen = [], set()
     for m in manifests:
         for entry in m["shards"]:
@@ -46,10 +62,11 @@ def merge_parts(path) -> dict:
 
 def _check_disjoint(root: Path, manifest: dict) -> None:
     codec = get_codec(manifest["codec"])
+    identity = identity_digest(manifest)
     owner: dict[str, str] = {}
     for entry in manifest["shards"]:
         shard = open_shard(root, entry, hidden_size=int(manifest["hidden_size"]),
-                           dtype=manifest["dtype"], codec=codec)
+                           dtype=manifest["dtype"], codec=codec, identity=identity)
         for key in shard.keys:
             if key in owner:
                 raise CacheFormatError(

@@ -14,7 +14,7 @@ import numpy as np
 from . import layout as L
 from .codec import get_codec
 from .errors import CacheFormatError, MissingKeyError
-from .manifest import part_manifest_paths, read_manifest
+from .manifest import flat_view, identity_digest, part_manifest_paths, read_manifest
 from .quantize import dequantize_int8
 from .shard import ShardReader, open_shard
 
@@ -40,22 +40,21 @@ class CacheReader:
         manifest_file = self.root / L.MANIFEST_NAME
         if not manifest_file.exists():
             raise CacheFormatError(_missing_manifest_message(self.root))
-        self.manifest = read_manifest(manifest_file)
-        self.dtype = self.manifest["dtype"]
-        if self.dtype not in L.DTYPES:
-            raise CacheFormatError(f"{manifest_file}: unknown dtype {self.dtype!r}")
-        self.hidden_size = int(self.manifest["hidden_size"])
-        codec = get_codec(self.manifest["codec"])
+        stored = read_manifest(manifest_file)  # checksum, fields and types checked
+        if "part" in stored:
+            raise CacheFormatError(f"{manifest_file}: is a part manifest; merge the parts")
+        # What readers see: the stored manifest plus the metadata keys at the top level.
+        self.manifest = flat_view(stored)
+        self.dtype = stored["dtype"]
+        self.hidden_size = stored["hidden_size"]
+        codec = get_codec(stored["codec"])
+        identity = identity_digest(stored)
         self._shards: list[ShardReader] = [
             open_shard(self.root, entry, hidden_size=self.hidden_size, dtype=self.dtype,
-                       codec=codec)
-            for entry in self.manifest["shards"]
+                       codec=codec, identity=identity)
+            for entry in stored["shards"]
         ]
         self._keys, self._where = _build_key_index(self.root, self._shards)
-        if len(self._keys) != self.manifest.get("num_examples", len(self._keys)):
-            raise CacheFormatError(
-                f"{manifest_file}: num_examples is {self.manifest['num_examples']} but the "
-                f"shards hold {len(self._keys)} records")
 
     # -- containers ---------------------------------------------------------------------------
 

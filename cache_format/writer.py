@@ -15,8 +15,10 @@ import numpy as np
 from . import layout as L
 from .codec import get_codec
 from .errors import CacheFormatError
+from .locking import WriterLock
 from .manifest import (
-    check_metadata, manifest_path, new_manifest, read_manifest, same_kind, write_manifest,
+    check_metadata, identity_digest, manifest_path, new_manifest, read_manifest, same_kind,
+    write_manifest,
 )
 from .quantize import calibrate_smoothing, quantize_int8
 from .shard import ShardWriter, open_shard
@@ -28,7 +30,8 @@ _DEFAULT_PART_PREFIX = "shard"
 
 
 class CacheWriter:
-    """Writes records into a cache folder. Not thread-safe: one writer per part at a time."""
+    """Writes records into a cache folder. Not thread-safe. One writer per manifest at a time:
+    the writer holds an exclusive lock (locking.WriterLock) from construction to close()."""
 
     def __init__(self, path, *, hidden_size: int, dtype: str = "int8", codec: str = "lz4",
                  metadata: dict | None = None, append: bool = False, part: str | None = None,
@@ -46,10 +49,22 @@ class CacheWriter:
         self._vocab_size = wanted["metadata"].get("vocab_size")
         if self.root.exists() and not self.root.is_dir():
             raise CacheFormatError(f"{self.root}: exists and is not a folder")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.manifest, self._keys, self._smoothing = self._load_or_start(wanted, append)
-        self._seq = _next_seq(self.manifest, self._prefix)
-        _remove_orphans(self.root, self._prefix, self._seq)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheFormatError(f"{self.root}: cannot create the cache folder "
+                                   f"({exc.strerror})") from None
+        # Held until close() (or the process's death): a second writer of this manifest would
+        # delete this one's open shard as an orphan and overwrite its commits.
+        self._lock = WriterLock(self.root, self._manifest_path)
+        try:
+            self.manifest, self._keys, self._smoothing = self._load_or_start(wanted, append)
+            self._identity = identity_digest(self.manifest)
+            self._seq = _next_seq(self.manifest, self._prefix)
+            _remove_orphans(self.root, self._prefix, self._seq)
+        except BaseException:
+            self._lock.release()
+            raise
         self._shard: ShardWriter | None = None
         self._pending: list[tuple] = []  # int8: records waiting for the shard's calibration
         self._pending_tokens = 0
@@ -97,10 +112,16 @@ class CacheWriter:
         """Commit what was added and finish. An empty cache is valid and gets a manifest."""
         if self._closed:
             return
-        self.commit()
-        if not self._manifest_path.exists():
-            write_manifest(self._manifest_path, self.manifest)
-        self._closed = True
+        try:
+            self.commit()
+            if not self._manifest_path.exists():
+                write_manifest(self._manifest_path, self.manifest)
+        finally:
+            self._closed = True
+            if self._shard is not None:  # a failed commit: drop what never became durable
+                self._shard.discard()
+                self._shard = None
+            self._lock.release()
 
     def __contains__(self, key) -> bool:
         return key in self._keys
@@ -136,7 +157,8 @@ class CacheWriter:
         keys, smoothing = set(), None
         for entry in existing["shards"]:
             shard = open_shard(self.root, entry, hidden_size=self.hidden_size,
-                               dtype=self.dtype, codec=self.codec)
+                               dtype=self.dtype, codec=self.codec,
+                               identity=identity_digest(existing))
             keys.update(shard.keys)
             if entry["name"].rsplit("-", 1)[0] == self._prefix:
                 # Reuse this writer's calibration so that a resumed cache decodes to exactly
@@ -172,7 +194,8 @@ class CacheWriter:
         if self._shard is None:
             self._shard = ShardWriter(self.root, L.shard_name(self._prefix, self._seq),
                                       hidden_size=self.hidden_size, dtype=self.dtype,
-                                      codec=self.codec)
+                                      codec=self.codec, writer_id=self.manifest["cache_id"],
+                                      identity=self._identity)
         parts = [ids.astype(L.TOKEN_ID_DTYPE).tobytes()]
         if self.dtype == "int8":
             q, scales = quantize_int8(states, self._smoothing)

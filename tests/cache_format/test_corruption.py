@@ -6,6 +6,7 @@ import pytest
 
 import cache_format
 from cache_format import CacheFormatError
+from cache_format.manifest import read_manifest, write_manifest
 
 
 def _write(path, dtype="fp16", codec="lz4", n=6):
@@ -76,11 +77,30 @@ def test_damaged_manifest_json(tmp_path):
         cache_format.open(tmp_path)
 
 
-def test_manifest_disagreeing_with_index(tmp_path):
+def _restamp(path, edit):
+    """Edit manifest.json and write it back with a valid checksum, as a forger would."""
+    m = read_manifest(path / "manifest.json")
+    edit(m)
+    write_manifest(path / "manifest.json", m)
+
+
+def test_edited_manifest_fails_its_checksum(tmp_path):
     _write(tmp_path)
     m = json.loads((tmp_path / "manifest.json").read_text())
-    m["shards"][0]["num_records"] += 1
+    m["num_tokens"] += 1
     (tmp_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CacheFormatError, match="manifest.json: manifest fails its "
+                                               "manifest_sha256 check"):
+        cache_format.open(tmp_path)
+
+
+def test_manifest_disagreeing_with_index(tmp_path):
+    def edit(m):
+        m["shards"][0]["num_records"] += 1
+        m["num_examples"] += 1
+
+    _write(tmp_path)
+    _restamp(tmp_path, edit)
     with pytest.raises(CacheFormatError, match="index num_records is 6, the manifest says 7"):
         cache_format.open(tmp_path)
 
