@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test bench report clean
+.PHONY: install demo test fuzz bench report clean
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ demo: install
 test: install
 	$(PY) -m pytest tests -q
 	$(PY) -m pytest bench -q -k smoke --benchmark-disable
+
+# The fault campaign at full size: 2,500 random bit flips per dtype (int8, fp16) over every file
+# of a cache, plus every file and shard+index swap; `make test` runs 120 flips per dtype.
+fuzz: install
+	FAULT_FLIPS=2500 $(PY) -m pytest tests/cache_format/test_fault_campaign.py -q -s
 
 bench: install
 	$(PY) -m pytest --benchmark-only bench
