@@ -20,7 +20,8 @@ N = 60
 def _run_writer(path, kill_after):
     cmd = [sys.executable, str(HERE / "_kill_writer.py"), str(path), str(N), str(kill_after)]
     env = dict(os.environ, PYTHONPATH=str(HERE.parents[1]))
-    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True)
 
 
 def test_sigkill_then_resume_reads_back_identical(tmp_path):
@@ -91,3 +92,42 @@ def test_merge_refuses_overlapping_or_mismatched_parts(tmp_path):
                             metadata={"layer": layer}).close()
     with pytest.raises(CacheFormatError, match="manifest.r1.json: differs from the other parts"):
         cache_format.merge(tmp_path / "mix")
+
+
+def test_second_writer_process_is_refused_until_the_first_dies(tmp_path):
+    holder = _run_writer(tmp_path, kill_after=7)  # holds the writer lock, then waits
+    assert holder.stdout.readline().strip() == "ready"
+    second = _run_writer(tmp_path, kill_after=-1)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 1 and "another writer (pid " in err
+    assert "is writing manifest.json there" in err
+    with pytest.raises(CacheFormatError, match=r"another writer \(pid \d+\) is writing manifest.json"):
+        cache_format.create(tmp_path, hidden_size=24, metadata={"model": "t"}, append=True)
+    with pytest.raises(CacheFormatError, match="another writer"):
+        cache_format.merge(tmp_path)  # a merge writes manifest.json too
+    holder.send_signal(signal.SIGKILL)  # the kernel releases the flock of a dead process
+    holder.wait()
+    proc = _run_writer(tmp_path, kill_after=-1)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert cache_format.open(tmp_path).keys() == [f"r{i:04d}" for i in range(N)]
+
+
+def test_parts_lock_separately_and_a_closed_writer_lets_go(tmp_path):
+    a = cache_format.create(tmp_path, hidden_size=8, part="a")
+    b = cache_format.create(tmp_path, hidden_size=8, part="b")  # another part: no conflict
+    with pytest.raises(CacheFormatError, match="is writing manifest.a.json"):
+        cache_format.create(tmp_path, hidden_size=8, part="a", append=True)
+    a.close()
+    b.close()
+    cache_format.create(tmp_path, hidden_size=8, part="a", append=True).close()
+    assert cache_format.merge(tmp_path)["num_examples"] == 0
+
+
+def test_refused_writer_leaves_the_first_writers_files_alone(tmp_path):
+    w = cache_format.create(tmp_path, hidden_size=8, dtype="fp16")
+    w.add("k", [1], np.ones((1, 8), np.float32))  # an open shard-00000.shard.tmp
+    with pytest.raises(CacheFormatError, match="another writer"):
+        cache_format.create(tmp_path, hidden_size=8, dtype="int8", append=True)
+    w.close()  # its temporary shard was not deleted as an orphan by the refused writer
+    np.testing.assert_array_equal(cache_format.open(tmp_path).get("k"), np.ones((1, 8)))
