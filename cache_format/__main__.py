@@ -1,10 +1,10 @@
 """python -m cache_format info|verify|merge DIR: inspect, check or merge a cache."""
 from __future__ import annotations
 
-import argparse
 import sys
 
-from . import CacheFormatError, merge, open as open_cache
+from . import merge, open as open_cache
+from .cli_errors import OneLineParser, run_cli
 from .layout import DTYPES
 
 
@@ -36,8 +36,8 @@ def _merge(args) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cache_format",
-                                     description="Inspect, verify or merge a hidden-state cache.")
+    parser = OneLineParser(prog="python -m cache_format",
+                           description="Inspect, verify or merge a hidden-state cache.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func, text in [("info", _info, "print the manifest and bytes per token"),
                              ("verify", _verify, "read every record and check its checksum"),
@@ -46,12 +46,7 @@ def main(argv=None) -> int:
         p.add_argument("dir", help="the cache folder")
         p.set_defaults(func=func)
     args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except CacheFormatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: args.func(args))
 
 
 if __name__ == "__main__":

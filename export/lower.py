@@ -9,13 +9,12 @@ import argparse
 import os
 import sys
 
+from cache_format.cli_errors import EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser, run_cli  # noqa: F401
+
 from .build import CODECS, DTYPES, BuildConfig, build_cache
 from .errors import ExportError
 from .session import DEVICES, available_cores
 from .sharding import merge_now, shard_from_env, threads_per_process
-
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 DESCRIPTION = """\
 Run the lower K layers of a Hugging Face encoder once over a corpus and cache their hidden
@@ -32,15 +31,8 @@ manifest. `--merge --out OUT` redoes that merge by hand.
 example: python -m export.lower --layer 3 --corpus docs.jsonl --text-field body --stride 64"""
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line (the house rule for every user mistake), exit code 2."""
-
-    def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def make_parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(prog="python -m export.lower", description=DESCRIPTION, epilog=EPILOG,
+    p = OneLineParser(prog="python -m export.lower", description=DESCRIPTION, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layer", type=int, help="K: cache the hidden states after layer K "
                    "(1 <= K < number of layers); required unless --merge")
@@ -98,27 +90,23 @@ def config_from_args(args, environ) -> BuildConfig:
 
 
 def main(argv=None) -> int:
-    import cache_format
-
     args = make_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: paths only
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    try:
-        if args.merge:
-            if args.out is None:
-                raise ExportError("--merge needs --out DIR, the folder holding the parts")
-            manifest = merge_now(args.out)
-            log(f"merged {manifest['num_examples']} records into {args.out}/manifest.json")
-            return 0
-        build_cache(config_from_args(args, os.environ), log=log)
-    except (ExportError, cache_format.CacheFormatError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted: records committed so far are kept; rerun the same command to "
-              "resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return run_cli(lambda: _run(args, log), user_errors=(ExportError,),
+                   interrupted="interrupted: records committed so far are kept; rerun the "
+                               "same command to resume")
+
+
+def _run(args, log) -> int:
+    if args.merge:
+        if args.out is None:
+            raise ExportError("--merge needs --out DIR, the folder holding the parts")
+        manifest = merge_now(args.out)
+        log(f"merged {manifest['num_examples']} records into {args.out}/manifest.json")
+        return 0
+    build_cache(config_from_args(args, os.environ), log=log)
     return 0
 
 

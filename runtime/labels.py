@@ -121,9 +121,11 @@ def assign_splits(ids, seed: int) -> dict:
 
 def load_labelled(config: LabelsConfig, reader) -> LabelledData:
     """Join the labels file with the cache `reader`; refuses keys that do not match up."""
-    rows = {str(r[config.id_field]): r for r in read_rows(config)}
+    rows = _unique_rows(config, read_rows(config))
     splits = _splits(config, rows)
     pairs = _match_keys(config, rows, reader)
+    if config.task == "token-cls":
+        _check_words_match(config, rows, reader, pairs)
     names = _label_names(config, rows, splits) if config.task != "qa" else []
     index = {n: i for i, n in enumerate(names)}
     examples = []
@@ -132,6 +134,56 @@ def load_labelled(config: LabelsConfig, reader) -> LabelledData:
         target, answers = _target(config, row, reader, key, index)
         examples.append(Example(key, example_id, splits[example_id], target, answers))
     return LabelledData(config.task, names, examples)
+
+
+def _unique_rows(config: LabelsConfig, rows: list) -> dict:
+    """id -> row. A repeated id is refused when its labels differ (which one is right?);
+    exact repeats are harmless and kept once."""
+    unique = {}
+    for row in rows:
+        key = str(row[config.id_field])
+        if key in unique and unique[key].get(config.label_field) != row.get(config.label_field):
+            raise RuntimeConfigError(
+                f"labels file {config.path!r} gives id {key!r} twice with different labels "
+                f"({unique[key].get(config.label_field)!r} and {row.get(config.label_field)!r}); "
+                "keep one row per id")
+        unique.setdefault(key, row)
+    return unique
+
+
+def _check_words_match(config: LabelsConfig, rows: dict, reader, pairs: list) -> None:
+    """Refuse words that are not the cached text: every cached token's character span must
+    lie inside one word of " ".join(words) (tokenizers never cross whitespace)."""
+    bad = []
+    for key, example_id in pairs:
+        words = rows[example_id].get(config.words_field)
+        if words is None or reader.offsets(key) is None:
+            continue  # one label per token, or no offsets (refused later with its own message)
+        problem = word_mismatch(reader.offsets(key), [str(w) for w in _as_list(words)])
+        if problem:
+            bad.append(f"key {key!r}: {problem}")
+    if bad:
+        raise RuntimeConfigError(
+            f"labels file {config.path!r}: the {config.words_field!r} of {len(bad)} of "
+            f"{len(pairs)} examples do not match the cached text (first: {bad[0]}); the words "
+            "joined by single spaces must be the text the cache was built from")
+
+
+def word_mismatch(offsets, words) -> str | None:
+    """None when every token span of `offsets` lies inside one word of " ".join(words), else
+    a description of the first token that does not."""
+    starts, pos = [], 0
+    for w in words:
+        starts.append(pos)
+        pos += len(w) + 1
+    for t, (s, e) in enumerate(np.asarray(offsets).reshape(-1, 2).tolist()):
+        if e <= s:
+            continue  # special token
+        w = bisect.bisect_right(starts, s) - 1
+        if w < 0 or w >= len(words) or e > starts[w] + len(words[w]):
+            return (f"token {t} spans characters {s}..{e}, which is not inside one word of "
+                    f"the {len(words)} words given")
+    return None
 
 
 def align_word_labels(offsets, words, word_labels) -> np.ndarray:
@@ -231,6 +283,11 @@ def _as_list(value) -> list:
     return value
 
 
+def row_label_preview(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _row_labels(config: LabelsConfig, row) -> list:
     raw = row[config.label_field]
     if config.task == "seq-cls":
@@ -305,15 +362,29 @@ def context_mask(offsets) -> np.ndarray:
 
 
 def _qa_target(config: LabelsConfig, raw, reader, key: str):
+    given = raw
     if isinstance(raw, str):
-        raw = json.loads(raw)
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raw = None
+    if not isinstance(raw, dict):
+        raise RuntimeConfigError(
+            f"key {key!r}: qa labels must be an object like "
+            f'{{"text": [...], "answer_start": [...]}} (SQuAD), got {row_label_preview(given)}; '
+            "is --task right for this labels file?")
     texts, starts = raw.get("text"), raw.get("answer_start")
     texts = texts if isinstance(texts, list) else [texts]
     starts = starts if isinstance(starts, list) else [starts]
     if not texts or texts[0] is None or starts[0] is None:
         raise RuntimeConfigError(f"key {key!r}: qa labels need 'text' and 'answer_start'; "
                                  'write {"text": [...], "answer_start": [...]} as SQuAD does')
-    begin, end = int(starts[0]), int(starts[0]) + len(texts[0])
+    if not isinstance(texts[0], str) or isinstance(starts[0], bool) \
+            or not isinstance(starts[0], int) or starts[0] < 0:
+        raise RuntimeConfigError(f"key {key!r}: qa answer text must be a string and "
+                                 f"answer_start a character offset >= 0, got "
+                                 f"{row_label_preview(texts[0])} at {row_label_preview(starts[0])}")
+    begin, end = starts[0], starts[0] + len(texts[0])
     offsets = _offsets(reader, key)
     inside = [t for t, on in enumerate(context_mask(offsets).tolist())
               if on and offsets[t][0] < end and offsets[t][1] > begin]

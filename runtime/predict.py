@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
+from cache_format.cli_errors import OneLineParser, run_cli
 from runtime.errors import RuntimeConfigError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.predict", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog="python -m runtime.predict", description=__doc__.split("\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run", required=True, help="run folder written by `python -m runtime.train`")
     p.add_argument("--task", choices=["seq-cls", "token-cls", "qa"],
                    help="refuse the run unless it is of this task")
@@ -38,40 +40,54 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return _run(args)
-    except ValueError as exc:
-        from runtime.train import _is_user_error
+    from runtime.train import user_errors
 
-        if not _is_user_error(exc):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    args = parser().parse_args(argv)
+    return run_cli(lambda: _run(args), user_errors=user_errors())
 
 
 def _run(args) -> int:
     from runtime import runs
 
     texts = list(args.text)
+    if any(not t.strip() for t in texts):
+        raise RuntimeConfigError("--text '' is empty; pass the text to predict")
     if args.texts:
-        try:
-            with open(args.texts, encoding="utf-8") as f:
-                texts += [line.rstrip("\n") for line in f if line.strip()]
-        except OSError as exc:
-            raise RuntimeConfigError(f"cannot read --texts {args.texts!r} ({exc.strerror}); "
-                                     "pass a text file, one text per line") from None
+        texts += _read_texts(args.texts)
     loaded = runs.load_run(args.run, task=args.task, cache=args.cache, device=args.device)
     if texts:
         rows = runs.predict_texts(loaded, texts, write_back=args.write_back)
     else:
         rows = runs.predict_keys(loaded, args.keys or runs.split_keys(loaded, args.split))
-    out = open(args.out, "w") if args.out else sys.stdout
-    for row in rows:
-        out.write(json.dumps(row) + "\n")
-    if args.out:
-        out.close()
+    if not args.out:
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+        return 0
+    tmp = f"{args.out}.tmp"  # a failed write (full disk) must not leave half a file behind
+    try:
+        with open(tmp, "w") as out:
+            for row in rows:
+                out.write(json.dumps(row) + "\n")
+        os.replace(tmp, args.out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return 0
+
+
+def _read_texts(path: str) -> list:
+    try:
+        with open(path, encoding="utf-8") as f:
+            texts = [line.rstrip("\n") for line in f if line.strip()]
+    except OSError as exc:
+        raise RuntimeConfigError(f"cannot read --texts {path!r} ({exc.strerror}); "
+                                 "pass a text file, one text per line") from None
+    except UnicodeDecodeError as exc:
+        raise RuntimeConfigError(f"--texts {path!r} is not UTF-8 (byte {exc.start}); save it "
+                                 "as UTF-8 text, one text per line") from None
+    if not texts:
+        raise RuntimeConfigError(f"--texts {path!r} holds no text; one text per line")
+    return texts
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ import argparse
 import json
 import sys
 
+from cache_format.cli_errors import OneLineParser, run_cli
 from runtime.errors import RuntimeConfigError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.train", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog="python -m runtime.train", description=__doc__.split("\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = p.add_argument_group("data (no --cache: a built-in task, its cache built if missing)")
     data.add_argument("--cache", help="cache folder built by `python -m export.lower`")
     data.add_argument("--labels", help="labels file (.jsonl or .csv) joined on the example key")
@@ -62,21 +63,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return _run(args)
-    except (RuntimeConfigError, ValueError) as exc:
-        if not _is_user_error(exc):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(args), user_errors=user_errors())
 
 
-def _is_user_error(exc: BaseException) -> bool:
-    """Our packages' exception families are user mistakes; any other ValueError is a bug."""
-    import cache_format
+def user_errors() -> tuple:
+    """Our packages' exception families (with cache_format's, which run_cli adds) are user
+    mistakes: one line, exit 2; any other ValueError is a bug and keeps its traceback."""
     from export.errors import ExportError
 
-    return isinstance(exc, (RuntimeConfigError, cache_format.CacheFormatError, ExportError))
+    return (RuntimeConfigError, ExportError)
 
 
 def _run(args) -> int:

@@ -80,6 +80,7 @@ class TrainConfig:
             raise RuntimeConfigError(f"adapter {self.adapter!r} is not one of {', '.join(ADAPTERS)}")
         if self.epochs < 1:
             raise RuntimeConfigError(f"epochs must be >= 1, got {self.epochs}")
+        _check_ranges(self)
 
     @property
     def learning_rate(self) -> float:
@@ -88,15 +89,60 @@ class TrainConfig:
         return 5e-5 if self.adapter == "finetune" else 1e-3
 
 
+# field: (lowest, highest, why) for the numeric options; None = unbounded on that side.
+_RANGES = {
+    "seed": (0, 2**32 - 1, "numpy and torch seeds are unsigned 32-bit"),
+    "weight_decay": (0.0, None, "a negative decay grows the weights"),
+    "warmup_ratio": (0.0, 1.0, "it is the share of all steps spent warming up"),
+    "patience": (1, None, "patience 0 would stop after the first epoch whatever the dev score; "
+                          "pass --epochs 1 for one epoch"),
+    "lora_r": (1, None, "the rank of the LoRA update"),
+    "lora_alpha": (1, None, "LoRA's scale is alpha / r"),
+    "bottleneck_size": (1, None, "the width of the adapter's bottleneck"),
+    "token_budget": (1, None, "padded tokens per batch; at least the longest record's length"),
+    "max_batch_size": (1, None, "examples per batch"),
+    "shuffle_window": (1, None, "keys read together"),
+    "windows_per_block": (1, None, "windows mixed per block"),
+    "prefetch_depth": (1, None, "batches loaded ahead"),
+}
+
+
+def _check_ranges(config) -> None:
+    """Range-check the numeric options, and the learning rate and device, with the fix."""
+    for name, (low, high, why) in _RANGES.items():
+        value = getattr(config, name)
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"in {low}..{high}"
+            raise RuntimeConfigError(f"{name} must be {bounds} ({why}), got {value}")
+    if config.lr is not None and not 0 < config.lr < 1:
+        raise RuntimeConfigError(f"lr must be > 0 and < 1 (a peak learning rate), got {config.lr}")
+    _check_device(config.device)
+
+
+def _check_device(device: str) -> None:
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise RuntimeConfigError(f"device {device!r} is not a torch device; pass cpu, cuda or "
+                                 "cuda:N") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (parsed.index or 0) >= count:
+            raise RuntimeConfigError(f"device {device!r} is not available here ({count} CUDA "
+                                     "device(s) visible); pass --device cpu")
+    elif parsed.type != "cpu":
+        raise RuntimeConfigError(f"device {device!r} is not supported; pass cpu or cuda[:N]")
+
+
 def train(config: TrainConfig) -> dict:
     """Train as `config` says; returns the test metrics (also written to RUN/metrics.json)."""
     rank, world = _distributed_init(config)
     _seed_everything(config.seed)
     reader = inference.open_cache(config.cache, model=config.model, layer=config.layer)
-    if rank == 0:
-        _prepare_run_folder(config)
     data = load_labelled(_labels_config(config), reader)
     built = inference.build_model(config, reader.manifest, data.label_names)
+    if rank == 0:  # only now: a run refused for its inputs leaves no folder behind
+        _prepare_run_folder(config)
     source = inference.batch_source(config, reader, built, data)
     if rank == 0:
         write_run_config(config, inference.run_metadata(reader.manifest, data))

@@ -117,3 +117,13 @@ def test_future_format_version_is_refused(tmp_path):
 def test_not_a_folder(tmp_path):
     with pytest.raises(CacheFormatError, match="no such cache folder"):
         cache_format.open(tmp_path / "missing")
+
+
+def test_version_1_cache_is_refused_with_a_way_forward(tmp_path):
+    _write(tmp_path)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    m["format_version"] = 1
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CacheFormatError, match=r"manifest.json: cache format_version 1 is no "
+                                               r"longer read .*; rebuild the cache"):
+        cache_format.open(tmp_path)

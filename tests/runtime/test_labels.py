@@ -63,7 +63,7 @@ def test_align_word_labels_first_subtoken_only():
 
 
 def test_token_cls_words_and_per_token_labels(tiny_cache, tmp_path, jsonl):
-    offsets = [[0, 0], [0, 2], [3, 5], [5, 7], [0, 0]]  # "hi Bob" -> CLS hi B ##ob SEP
+    offsets = [[0, 0], [0, 2], [3, 4], [4, 6], [0, 0]]  # "hi Bob" -> CLS hi B ##ob SEP
     reader = tiny_cache({"t1": ([1, 2, 3, 4, 5], offsets), "t2": ([1, 2, 3, 4, 5], offsets),
                          "t3": ([1, 2, 3, 4, 5], offsets)})
     rows = [{"id": "t1", "words": ["hi", "Bob"], "label": ["O", "B-person"], "split": "train"},
@@ -98,6 +98,8 @@ BAD = [
      "row 1 has no 'label' field"),
     ("bad-split", lambda n: [dict(r, split="valid") for r in _seq_rows(n)],
      "key 'e0' has split 'valid'"),
+    ("conflicting-duplicate", lambda n: _seq_rows(n) + [{"id": "e3", "label": "zzz"}],
+     "gives id 'e3' twice with different labels ("),
 ]
 
 
@@ -115,6 +117,34 @@ def test_allow_unlabelled_skips_cache_keys(tiny_cache, tmp_path, jsonl):
     path = jsonl(tmp_path / "l.jsonl", _seq_rows()[:10])
     data = load_labelled(LabelsConfig(path, "seq-cls", allow_unlabelled=True), reader)
     assert len(data.examples) == 10
+
+
+def test_exact_duplicate_rows_are_kept_once(tiny_cache, tmp_path, jsonl):
+    reader = _seq_cache(tiny_cache)
+    rows = _seq_rows()
+    data = load_labelled(LabelsConfig(jsonl(tmp_path / "l.jsonl", rows + rows[:3]), "seq-cls"),
+                         reader)
+    assert len(data.examples) == len(rows)
+
+
+def test_words_that_are_not_the_cached_text_are_refused(tiny_cache, tmp_path, jsonl):
+    offsets = [[0, 0], [0, 2], [3, 4], [4, 6], [0, 0]]  # "hi Bob"
+    reader = tiny_cache({k: ([1, 2, 3, 4, 5], offsets) for k in ("a", "b", "c")})
+    rows = [{"id": "a", "words": ["hi", "Bob"], "label": ["O", "B"], "split": "train"},
+            {"id": "b", "words": ["hello", "there"], "label": ["O", "O"], "split": "dev"},
+            {"id": "c", "words": ["h", "i"], "label": ["O", "O"], "split": "test"}]
+    with pytest.raises(RuntimeConfigError) as err:
+        load_labelled(LabelsConfig(jsonl(tmp_path / "l.jsonl", rows), "token-cls"), reader)
+    assert ("the 'words' of 2 of 3 examples do not match the cached text (first: key 'b': "
+            "token 3 spans characters 4..6, which is not inside one word of the 2 words given)"
+            in str(err.value))
+
+
+def test_qa_task_on_class_labels_is_refused(tiny_cache, tmp_path, jsonl):
+    reader = _seq_cache(tiny_cache)
+    with pytest.raises(RuntimeConfigError, match=r"key 'e0': qa labels must be an object .* "
+                                                 r"got 'neg'; is --task right"):
+        load_labelled(LabelsConfig(jsonl(tmp_path / "l.jsonl", _seq_rows()), "qa"), reader)
 
 
 def test_word_labels_need_offsets(tiny_cache, tmp_path, jsonl):
