@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -52,9 +53,7 @@ def open_cache(path: str, *, model: str | None = None, layer: int | None = None)
         raise RuntimeConfigError(f"cache {path!r} holds layer {m.get('layer')}, not layer {layer}; "
                                  f"rebuild it with --layer {layer} or pass --layer {m.get('layer')}")
     if model is not None and m.get("weights_sha256"):
-        from export.fingerprint import weights_sha256
-
-        if weights_sha256(model) != m["weights_sha256"]:
+        if cached_weights_sha256(model) != m["weights_sha256"]:
             raise RuntimeConfigError(
                 f"cache {path!r} was built from other weights ({m.get('model')}) than {model!r} "
                 "(weights_sha256 differs); rebuild the cache from this model or drop --model")
@@ -62,11 +61,37 @@ def open_cache(path: str, *, model: str | None = None, layer: int | None = None)
 
 
 def model_path_of(config, manifest: dict) -> str:
+    """The checkpoint a run loads: --model, else the manifest's. Its weights must be the ones
+    the cache was built from (weights_sha256), however the path was found."""
     path = config.model or manifest.get("model")
     if not path or not os.path.isdir(str(path)):
         raise RuntimeConfigError(f"model folder {path!r} (from the cache manifest) does not "
                                  "exist; pass --model with the checkpoint the cache was built from")
+    expected = manifest.get("weights_sha256")
+    if expected and cached_weights_sha256(str(path)) != expected:
+        raise RuntimeConfigError(
+            f"the weights in model folder {str(path)!r} are not the ones the cache was built "
+            "from (weights_sha256 differs: the checkpoint changed since the build); restore "
+            "it, pass --model with the original, or rebuild the cache")
     return str(path)
+
+
+def cached_weights_sha256(model_path: str) -> str:
+    """export.fingerprint.weights_sha256, hashed once per process for each state of the
+    weight files (path, size, mtime): a run that checks the same checkpoint again reads
+    nothing, and a file changed in between is hashed afresh."""
+    from export.fingerprint import weight_files
+
+    stamp = tuple((str(p.resolve()), st.st_size, st.st_mtime_ns)
+                  for p in weight_files(model_path) for st in [p.stat()])
+    return _weights_sha256_of(model_path, stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_sha256_of(model_path: str, stamp: tuple) -> str:
+    from export.fingerprint import weights_sha256
+
+    return weights_sha256(model_path)
 
 
 def build_model(config, manifest: dict, label_names: list) -> Built:

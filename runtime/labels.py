@@ -89,14 +89,21 @@ def read_rows(config: LabelsConfig) -> list:
         raise RuntimeConfigError(f"labels file {config.path!r} does not exist; "
                                  "pass an existing .jsonl or .csv file with --labels")
     ext = os.path.splitext(config.path)[1].lower()
-    if ext == ".jsonl":
-        rows = _read_jsonl(config.path)
-    elif ext == ".csv":
-        with open(config.path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    else:
+    if ext not in (".jsonl", ".csv"):
         raise RuntimeConfigError(f"labels file {config.path!r} has extension {ext!r}; "
                                  "use .jsonl or .csv")
+    try:
+        if ext == ".jsonl":
+            rows = _read_jsonl(config.path)
+        else:
+            with open(config.path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+    except UnicodeDecodeError as exc:
+        raise RuntimeConfigError(f"labels file {config.path!r} is not UTF-8 (byte {exc.start} "
+                                 "of a line); save it as UTF-8") from None
+    if not rows:
+        raise RuntimeConfigError(f"labels file {config.path!r} holds no rows; one row per "
+                                 "labelled example")
     for i, row in enumerate(rows, 1):
         for field in (config.id_field, config.label_field):
             if row.get(field) in (None, ""):

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
 
 import numpy as np
 import torch
@@ -40,12 +41,16 @@ def load_run(run: str, *, task: str | None = None, cache: str | None = None,
         raise RuntimeConfigError(f"run folder {run!r} holds a {saved.get('task')!r} run, not "
                                  f"{task!r}; pick a run of that task or drop --task")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
+    try:
+        config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
+    except TypeError as exc:
+        raise RuntimeConfigError(f"{run}/config.json does not describe a run ({exc}); the run "
+                                 "folder is damaged or from another version: train it again") from None
     config = dataclasses.replace(config, cache=cache or config.cache, device=device, seed=0)
     reader = inference.open_cache(config.cache)
     _check_fingerprint(run, saved.get("cache_fingerprint", {}), reader.manifest)
     built = inference.build_model(config, reader.manifest, saved["label_names"])
-    weights = torch.load(os.path.join(run, "weights.pt"), weights_only=True)
+    weights = _load_weights(run)
     missing = [n for n, p in built.model.named_parameters() if p.requires_grad and n not in weights]
     if missing:
         raise RuntimeConfigError(f"{run}/weights.pt lacks {missing[0]!r}; the run folder is "
@@ -60,8 +65,29 @@ def _read_run_config(run: str) -> dict:
     if not os.path.isfile(path) or not os.path.isfile(os.path.join(run, "weights.pt")):
         raise RuntimeConfigError(f"{run!r} is not a finished run folder (config.json and "
                                  "weights.pt expected); pass the --out of `python -m runtime.train`")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except ValueError as exc:  # half-written, or not UTF-8
+        raise RuntimeConfigError(f"{path} is damaged ({exc}); the run did not finish writing "
+                                 "it: train the run again") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("label_names"), list):
+        raise RuntimeConfigError(f"{path} is not a run config (no label_names); train the run "
+                                 "again")
+    return saved
+
+
+def _load_weights(run: str) -> dict:
+    path = os.path.join(run, "weights.pt")
+    try:
+        weights = torch.load(path, weights_only=True, map_location="cpu")
+    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as exc:
+        reason = " ".join(str(exc).split())[:120]
+        raise RuntimeConfigError(f"{path} cannot be loaded ({reason}); it is truncated or "
+                                 "damaged: train the run again") from None
+    if not isinstance(weights, dict):
+        raise RuntimeConfigError(f"{path} does not hold a state dict; train the run again")
+    return weights
 
 
 def _check_fingerprint(run: str, saved: dict, manifest: dict) -> None:
