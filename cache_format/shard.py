@@ -83,10 +83,14 @@ class ShardWriter:
         covered = self._owner + body
         header_bytes = header_bytes[:-4] + zlib.crc32(covered).to_bytes(4, "little")
         index_tmp = self.root / (self.name + L.INDEX_SUFFIX + L.TMP_SUFFIX)
-        with open(index_tmp, "wb") as f:
-            f.write(header_bytes + covered)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(index_tmp, "wb") as f:
+                f.write(header_bytes + covered)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:  # a full disk: leave no half-written index behind
+            index_tmp.unlink(missing_ok=True)
+            raise
         os.replace(self._data_tmp, self.root / (self.name + L.DATA_SUFFIX))
         os.replace(index_tmp, self.root / (self.name + L.INDEX_SUFFIX))
         fsync_dir(self.root)
