@@ -22,7 +22,7 @@ from .defaults import default_model_path, default_out_dir
 from .errors import ExportError
 from .fingerprint import check_model_dir, tokenizer_sha256, weights_sha256
 from .onnx_export import EXPORTERS, export_lower, load_config
-from .session import DEVICES, LowerSession
+from .session import DEVICES, LowerSession, cuda_available
 from .sharding import check_shard, mark_done, merge_if_complete, part_name, select_shard
 from .tokenize import Encoded, check_lengths, load_tokenizer, tokenize, truncation_strategy
 
@@ -73,6 +73,10 @@ class BuildConfig:
         if self.threads is not None and self.threads < 1:
             raise ExportError(f"--threads must be at least 1, got {self.threads}")
         check_shard(self.num_shards, self.shard_index)
+        if self.device == "cuda" and not cuda_available():
+            # here, before the ONNX export writes OUT/onnx, not when the session starts
+            raise ExportError("--device cuda needs onnxruntime-gpu and a visible GPU; "
+                              "use --device cpu")
 
     def out_dir(self) -> Path:
         """The cache folder this build writes."""

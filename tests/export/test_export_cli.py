@@ -62,6 +62,26 @@ MISTAKES = [  # (id, argv, a fragment of the one line)
     ("layer-not-int", ["--layer", "two"], "argument --layer: invalid int value: 'two'"),
     ("unknown-dtype", _BASE + ["--dtype", "int4"], "argument --dtype: invalid choice: 'int4'"),
     ("unknown-flag", ["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ("max-length-1", _BASE + ["--max-length", "1"], "--max-length must be an integer >= 2"),
+    ("stride-negative", _BASE + ["--stride", "-1"], "--stride must be an integer >= 0"),
+    ("batch-tokens-0", _BASE + ["--batch-tokens", "0"], "--batch-tokens must be an integer >= 1"),
+    ("threads-0", _BASE + ["--threads", "0"], "--threads must be at least 1"),
+    ("shard-index-out-of-range", _BASE + ["--num-shards", "2", "--shard-index", "5"],
+     "--shard-index 5 / --num-shards 2 are out of range"),
+    ("num-shards-0", _BASE + ["--num-shards", "0"], "are out of range"),
+    ("layer-0", _BASE + ["--layer", "0", "--corpus", "{tmp}/ok.jsonl"], "--layer 0 is out of range"),
+    ("unknown-codec", _BASE + ["--codec", "gzip"], "argument --codec: invalid choice: 'gzip'"),
+    ("unknown-device", _BASE + ["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    ("out-is-a-file", _BASE + ["--corpus", "{tmp}/ok.jsonl", "--out", "{tmp}/c.xml",
+                      "--max-length", "32"],
+     "is a file; pass a folder"),
+    ("out-under-a-file", _BASE + ["--corpus", "{tmp}/ok.jsonl", "--out", "{tmp}/c.xml/sub",
+                          "--max-length", "32"],
+     "a part of the path is a file, not a folder"),
+    ("corpus-not-utf8", _BASE + ["--corpus", "{tmp}/latin1.jsonl"], "is not UTF-8"),
+    ("corpus-is-a-folder", _BASE + ["--corpus", "{tmp}"], "unknown corpus extension"),
+    ("merge-missing-out", ["--merge", "--out", "{tmp}/none"], "does not exist; nothing to merge"),
+    ("merge-nothing", ["--merge", "--out", "{tmp}"], "no part manifests"),
 ]
 
 
@@ -70,9 +90,40 @@ MISTAKES = [  # (id, argv, a fragment of the one line)
 def test_user_mistakes_are_one_line_exit_2(tiny_bert, tmp_path, capsys, argv, fragment):
     (tmp_path / "c.xml").write_text("<a/>")
     write_jsonl(tmp_path / "nofield.jsonl", [{"id": 1, "body": "x"}])
+    write_jsonl(tmp_path / "ok.jsonl", [{"id": 1, "text": "a b c"}])
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"id": 1, "text": "caf\xe9"}\n')
     code, err = _main(capsys, *(a.format(model=tiny_bert, tmp=tmp_path) for a in argv))
     assert code == 2
     assert len(err) == 1 and fragment in err[0], err
+    assert "Traceback" not in err[0]
+
+
+@pytest.mark.skipif(__import__("export.session", fromlist=["x"]).cuda_available(),
+                    reason="a GPU is visible")
+def test_device_cuda_without_gpu_writes_nothing(tiny_bert, small_corpus, tmp_path, capsys):
+    out = tmp_path / "cache"
+    code, err = _main(capsys, *_BASE[:2], "--model", str(tiny_bert), "--corpus",
+                      str(small_corpus), "--out", str(out), "--device", "cuda", "--quiet")
+    assert code == 2 and len(err) == 1 and "--device cuda needs onnxruntime-gpu" in err[0]
+    assert not out.exists()  # refused before the ONNX export wrote out/onnx
+
+
+def test_second_build_on_a_locked_out_is_one_line(tiny_bert, small_corpus, tmp_path, capsys):
+    """Two builds on one --out: the second gets one line, the first's files are untouched."""
+    from cache_format.locking import WriterLock
+
+    out = tmp_path / "cache"
+    out.mkdir()
+    lock = WriterLock(out, out / "manifest.json")  # as a build in another process would
+    try:
+        code, err = _main(capsys, *_BASE[:2], "--model", str(tiny_bert), "--corpus",
+                          str(small_corpus), "--out", str(out), "--dtype", "fp16", "--quiet",
+                          "--max-length", "32")
+    finally:
+        lock.release()
+    assert code == 2 and len(err) == 1, err
+    assert "another writer (pid" in err[0] and "is writing manifest.json there" in err[0]
+    assert not list(out.glob("shard-*")) and not (out / "manifest.json").exists()
 
 
 def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
