@@ -70,11 +70,20 @@ def export_lower(model_path: str | Path, layer: int, onnx_dir: str | Path, *,
     onnx_dir.parent.mkdir(parents=True, exist_ok=True)
     # Parallel shard writers share the folder: one exports, the others wait and reuse.
     with file_lock(onnx_dir.parent / ".onnx.lock"):
+        _remove_stale_exports(onnx_dir.parent)
         info = reusable_export(onnx_dir, weights_hash=sha, layer=layer,
                                architecture=config.model_type)
         if info is None:
             info = _export_fresh(model_path, config, layer, sha, onnx_dir, exporter)
     return info
+
+
+def _remove_stale_exports(folder: Path) -> None:
+    """Delete `.onnx-*` work folders of exports killed mid-way (a kill skips their clean-up).
+    Called under the export lock, so no live export owns one."""
+    for stale in folder.glob(".onnx-*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def reusable_export(onnx_dir: Path, *, weights_hash: str, layer: int,

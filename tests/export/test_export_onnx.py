@@ -74,7 +74,11 @@ def test_export_is_reused_while_model_and_k_match(tmp_path):
     first = export_lower(model_dir, LAYER, tmp_path / "onnx")
     graph = tmp_path / "onnx" / first["file"]
     stamp = graph.stat().st_mtime_ns
+    stale = tmp_path / ".onnx-killed"  # what an export killed mid-way leaves
+    (stale / "onnx").mkdir(parents=True)
+    (stale / "onnx" / "model.onnx").write_bytes(b"half")
     assert export_lower(model_dir, LAYER, tmp_path / "onnx") == first
+    assert not stale.exists()  # removed under the export lock
     assert graph.stat().st_mtime_ns == stamp  # not rewritten
     other = export_lower(model_dir, LAYER + 1, tmp_path / "onnx")  # K changed: re-exported
     assert other["layer"] == LAYER + 1
