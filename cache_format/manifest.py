@@ -163,7 +163,8 @@ def _check_version(path: Path, version) -> None:
     if version in L.LEGACY_VERSIONS and type(version) is int:
         raise CacheFormatError(
             f"{path}: cache format_version {version} is no longer read (it has no manifest "
-            f"checksum or shard identity); rebuild the cache into a new folder with this release")
+            f"checksum or shard identity); delete {path.parent} and build it again with this "
+            "release (the same export command rebuilds it)")
     if version != FORMAT_VERSION or type(version) is not int:
         raise CacheFormatError(
             f"{path}: format_version {version!r} is not supported by this reader (version "

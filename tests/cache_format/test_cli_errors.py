@@ -92,7 +92,7 @@ BAD = [  # (id, argv with {dir} = a damaged copy of the cache, damage, fragment)
      "manifest hidden_size is a str, expected int"),
     ("shard-entry-no-name", ["info", "{dir}"],
      lambda p: _restamp(p, lambda m: m["shards"][0].pop("name")), "shards[0] lacks ['name']"),
-    ("version-1", ["info", "{dir}"], _v1, "rebuild the cache into a new folder"),
+    ("version-1", ["info", "{dir}"], _v1, "and build it again with this release"),
     ("truncated-shard", ["verify", "{dir}"],
      lambda p: [s.write_bytes(s.read_bytes()[:-1]) for s in p.glob("*.shard")], "truncated"),
     ("flipped-record", ["verify", "{dir}"], _flip_record, "fails its crc32 check"),

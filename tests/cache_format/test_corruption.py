@@ -125,5 +125,5 @@ def test_version_1_cache_is_refused_with_a_way_forward(tmp_path):
     m["format_version"] = 1
     (tmp_path / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(CacheFormatError, match=r"manifest.json: cache format_version 1 is no "
-                                               r"longer read .*; rebuild the cache"):
+                                               r"longer read .*; delete .* and build it again"):
         cache_format.open(tmp_path)
