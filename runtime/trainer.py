@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import random
 import time
 
@@ -289,7 +290,11 @@ def _load_checkpoint(config, model, optimizer, schedule) -> _State:
     if not os.path.isfile(path):
         raise RuntimeConfigError(f"--resume given but {path!r} does not exist; "
                                  "drop --resume to start a new run")
-    ckpt = torch.load(path, weights_only=False)
+    try:
+        ckpt = torch.load(path, weights_only=False)
+    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError):
+        raise RuntimeConfigError(f"{path} is truncated or damaged (a run killed while saving "
+                                 "it?); drop --resume to start the run again") from None
     model.load_state_dict(ckpt["weights"], strict=False)
     optimizer.load_state_dict(ckpt["optimizer"])
     schedule.load_state_dict(ckpt["schedule"])
@@ -303,8 +308,14 @@ def _prepare_run_folder(config: TrainConfig) -> None:
     """Refuse a folder holding another task's run, or a finished run, unless told otherwise."""
     path = os.path.join(config.out, "config.json")
     if os.path.isfile(path):
-        with open(path) as f:
-            old = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+        except ValueError:
+            raise RuntimeConfigError(f"{path} is damaged (half-written?); pick another --out or "
+                                     "delete that run folder") from None
+        if not isinstance(old, dict):
+            old = {}
         if old.get("task") != config.task:
             raise RuntimeConfigError(
                 f"run folder {config.out!r} holds a {old.get('task')!r} run, not {config.task!r}; "

@@ -288,3 +288,21 @@ def test_disk_full_while_writing_predictions_is_one_line_and_no_half_file(seq_ru
                                                      "--out", str(out)])
     _assert_one_line(code, err, "out.jsonl.tmp: the disk is full")
     assert not out.exists() and not (tmp_path / "out.jsonl.tmp").exists()
+
+
+@pytest.mark.parametrize("name,damage,extra,fragment", [
+    ("half-written-config-in-out", lambda run: _truncate(run / "config.json", 0.5), [],
+     "config.json is damaged (half-written?)"),
+    ("truncated-checkpoint", lambda run: _truncate(run / "checkpoint.pt", 0.3), ["--resume"],
+     "checkpoint.pt is truncated or damaged"),
+    ("resume-without-checkpoint", lambda run: (run / "checkpoint.pt").unlink(), ["--resume"],
+     "--resume given but"),
+], ids=["half-written-config-in-out", "truncated-checkpoint", "resume-without-checkpoint"])
+def test_train_into_a_damaged_run_folder(tiny_task, seq_run, tmp_path, capsys, name, damage,
+                                         extra, fragment):
+    run = tmp_path / "run"
+    shutil.copytree(seq_run, run)
+    damage(run)
+    argv = ["--cache", tiny_task["cache"], "--labels", tiny_task["seq_labels"], "--task",
+            "seq-cls", "--out", str(run), *FAST, "--overwrite", *extra]
+    _assert_one_line(*_code_and_err(capsys, train.main, argv), fragment)
