@@ -53,7 +53,9 @@ def open_cache(path: str, *, model: str | None = None, layer: int | None = None)
         raise RuntimeConfigError(f"cache {path!r} holds layer {m.get('layer')}, not layer {layer}; "
                                  f"rebuild it with --layer {layer} or pass --layer {m.get('layer')}")
     if model is not None and m.get("weights_sha256"):
-        if cached_weights_sha256(model) != m["weights_sha256"]:
+        from export.models import resolve_model
+
+        if cached_weights_sha256(resolve_model(model)) != m["weights_sha256"]:
             raise RuntimeConfigError(
                 f"cache {path!r} was built from other weights ({m.get('model')}) than {model!r} "
                 "(weights_sha256 differs); rebuild the cache from this model or drop --model")
@@ -64,6 +66,10 @@ def model_path_of(config, manifest: dict) -> str:
     """The checkpoint a run loads: --model, else the manifest's. Its weights must be the ones
     the cache was built from (weights_sha256), however the path was found."""
     path = config.model or manifest.get("model")
+    if config.model:
+        from export.models import resolve_model  # a known name: its installed folder
+
+        path = resolve_model(config.model)
     if not path or not os.path.isdir(str(path)):
         raise RuntimeConfigError(f"model folder {path!r} (from the cache manifest) does not "
                                  "exist; pass --model with the checkpoint the cache was built from")
@@ -97,7 +103,7 @@ def _weights_sha256_of(model_path: str, stamp: tuple) -> str:
 def build_model(config, manifest: dict, label_names: list) -> Built:
     """The mode's model (see module docstring), with adapters applied, in train mode."""
     from runtime.adapters import AdapterConfig, apply_adapters
-    from runtime.heads import build_head
+    from runtime.heads import build_head, resolve_pooling
     from runtime.models import FullModel, RecycledModel
     from runtime.upper import load_full, load_upper
 
@@ -105,7 +111,8 @@ def build_model(config, manifest: dict, label_names: list) -> Built:
     encoder = load_upper(path, layer=layer) if config.mode == "recycled" else load_full(path)
     torch.manual_seed(config.seed)  # same head initialisation in every mode
     num_labels = 2 if config.task == "qa" else len(label_names)
-    head = build_head(config.task, encoder, num_labels)
+    pooling = resolve_pooling(getattr(config, "pooling", "auto"), path)
+    head = build_head(config.task, encoder, num_labels, pooling=pooling)
     if config.mode == "recycled":
         model = RecycledModel(encoder, head)
     else:
@@ -117,17 +124,20 @@ def build_model(config, manifest: dict, label_names: list) -> Built:
 
 def _adapter_config(config, cls):
     if config.adapter == "lora":
-        return cls(kind="lora", r=config.lora_r, alpha=config.lora_alpha)
+        return cls(kind="lora", r=config.lora_r, alpha=config.lora_alpha,
+                   targets=getattr(config, "lora_targets", "attention"))
     if config.adapter == "bottleneck":
         return cls(kind="bottleneck", bottleneck_size=config.bottleneck_size)
     return cls(kind=config.adapter)
 
 
-def run_metadata(manifest: dict, data) -> dict:
-    """What RUN/config.json records beyond the TrainConfig: labels and the cache fingerprint."""
+def run_metadata(manifest: dict, data, built: Built | None = None) -> dict:
+    """What RUN/config.json records beyond the TrainConfig: labels, the cache fingerprint and
+    the resolved seq-cls pooling (never "auto", so a run reloads with the head it trained)."""
     keep = ("model", "layer", "weights_sha256", "tokenizer_sha256", "dtype", "hidden_size",
             "max_length", "stride", "corpus")
-    return {"label_names": list(data.label_names),
+    extra = {} if built is None else {"pooling": getattr(built.head, "pooling", "pooler")}
+    return {**extra, "label_names": list(data.label_names),
             "cache_fingerprint": {k: manifest.get(k) for k in keep}}
 
 

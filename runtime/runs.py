@@ -46,7 +46,8 @@ def load_run(run: str, *, task: str | None = None, cache: str | None = None,
     except TypeError as exc:
         raise RuntimeConfigError(f"{run}/config.json does not describe a run ({exc}); the run "
                                  "folder is damaged or from another version: train it again") from None
-    config = dataclasses.replace(config, cache=cache or config.cache, device=device, seed=0)
+    # the saved seed is kept: with no split column it drew the split that training held out
+    config = dataclasses.replace(config, cache=cache or config.cache, device=device)
     reader = inference.open_cache(config.cache)
     _check_fingerprint(run, saved.get("cache_fingerprint", {}), reader.manifest)
     built = inference.build_model(config, reader.manifest, saved["label_names"])

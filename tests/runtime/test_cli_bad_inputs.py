@@ -63,6 +63,8 @@ TRAIN_BAD = [
     ("lr-zero", ["--lr", "0"], "lr must be > 0"),
     ("lr-huge", ["--lr", "3"], "lr must be > 0 and < 1"),
     ("lr-not-a-number", ["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+    ("head-lr-negative", ["--head-lr", "-1"], "head_lr must be > 0 and < 1"),
+    ("min-epochs-0", ["--min-epochs", "0"], "min_epochs must be >= 1"),
     ("token-budget-0", ["--token-budget", "0"], "token_budget must be >= 1"),
     ("max-batch-size-0", ["--max-batch-size", "0"], "max_batch_size must be >= 1"),
     ("warmup-ratio-5", ["--warmup-ratio", "5"], "warmup_ratio must be in 0.0..1.0"),
