@@ -133,6 +133,8 @@ def _check_ranges(config) -> None:
     """Range-check the numeric options, and the learning rate and device, with the fix."""
     for name, (low, high, why) in _RANGES.items():
         value = getattr(config, name)
+        if value is None:  # "choose for me" where a field allows it
+            continue
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f">= {low}" if high is None else f"in {low}..{high}"
             raise RuntimeConfigError(f"{name} must be {bounds} ({why}), got {value}")
