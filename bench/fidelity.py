@@ -130,10 +130,13 @@ def linear_probe(config: FidelityConfig, log=print) -> list:
 
 
 def sweep(config: FidelityConfig, log=print) -> list:
-    """`compare` at every K = 1 .. N-1."""
+    """`compare` at every K = 1 .. N-1; full-* configurations (the same at every K) run once."""
+    full = tuple(c for c in config.configs if c.startswith("full"))
+    rest = tuple(c for c in config.configs if not c.startswith("full"))
     records = []
     for k in range(1, _num_layers(config)):
-        records += compare(config, layer=k, log=log)
+        configs = rest + (full if k == 1 else ())
+        records += compare(dataclasses.replace(config, configs=configs), layer=k, log=log)
     return records
 
 
@@ -180,13 +183,13 @@ def plot_sweep(rows: list, path: str) -> None:
         pts = sorted((r["layer"], r["mean"], r["seconds_per_epoch"]) for r in rows
                      if r["config"] == name)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{name} (score)")
-        full = {r["layer"]: r for r in rows if r["config"] == name.replace("recycled", "full")}
-        sp = [(k, full[k]["seconds_per_epoch"] / s) for k, _, s in pts if k in full and s]
+        full = [r for r in rows if r["config"] == name.replace("recycled", "full")]
+        sp = [(k, full[0]["seconds_per_epoch"] / s) for k, _, s in pts if full and s]
         if sp:
             speed_ax.plot([p[0] for p in sp], [p[1] for p in sp], "s--", alpha=0.6,
                           label=f"{name} (speedup)")
     for r in rows:
-        if r["config"].startswith("full") and r["layer"] == min(x["layer"] for x in rows):
+        if r["config"].startswith("full"):
             ax.axhline(r["mean"], color="grey", lw=0.8, ls=":")
             ax.axhline(r["mean"] - 1.0, color="red", lw=0.8, ls=":")
     ax.set_xlabel("K (layers recycled from the cache)")

@@ -38,6 +38,10 @@ from runtime.prefetch import Prefetcher
 MODES = ("recycled", "full", "frozen")
 ADAPTERS = ("lora", "bottleneck", "finetune", "none")
 LORA_TARGETS = ("attention", "all")
+# The default recipe's numbers, chosen by the runs in docs/RECIPE.md.
+HEAD_LR_FACTOR = 10.0  # head learning rate / encoder learning rate
+MIN_STEPS = 600  # epochs=None trains at least this many steps ...
+MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 3, 20  # ... in this many epochs
 CLASS_WEIGHTINGS = ("none", "sqrt")
 
 
@@ -50,20 +54,20 @@ class TrainConfig:
     task: str  # seq-cls | token-cls | qa
     out: str  # run folder
     mode: str = "recycled"  # recycled | full | frozen
-    epochs: int = 3
+    epochs: int | None = None  # None: enough for MIN_STEPS optimizer steps (planned_epochs)
     seed: int = 0  # seeds torch, numpy, python, the batch shuffle and the split (if drawn)
-    lr: float | None = None  # None: 1e-3 for adapters, 5e-5 for fine-tuning
+    lr: float | None = None  # None: 1e-3 for adapters, 1e-4 for fine-tuning
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1  # share of all steps spent warming the learning rate up
-    patience: int = 2  # epochs without dev improvement before stopping early
+    patience: int = 3  # epochs without dev improvement before stopping early
     adapter: str = "lora"  # lora | bottleneck | finetune | none (head only)
     lora_r: int = 8
     lora_alpha: int = 16
-    lora_targets: str = "attention"  # attention: query and value; all: every linear of a layer
+    lora_targets: str = "all"  # all: every linear of a layer; attention: query and value only
     bottleneck_size: int = 64
     pooling: str = "auto"  # seq-cls: auto | pooler | cls | mean (runtime.heads.resolve_pooling)
     head_lr: float | None = None  # None: the encoder's learning rate (see head_learning_rate)
-    class_weighting: str = "none"  # none | sqrt: cross-entropy weights 1/sqrt(class frequency)
+    class_weighting: str = "sqrt"  # sqrt: cross-entropy weights 1/sqrt(class frequency) | none
     min_epochs: int = 1  # early stopping never stops before this many epochs
     max_train_examples: int | None = None  # a seeded subset of the train split (small-data runs)
     token_budget: int = 4096  # padded tokens per batch
@@ -87,7 +91,7 @@ class TrainConfig:
             raise RuntimeConfigError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         if self.adapter not in ADAPTERS:
             raise RuntimeConfigError(f"adapter {self.adapter!r} is not one of {', '.join(ADAPTERS)}")
-        if self.epochs < 1:
+        if self.epochs is not None and self.epochs < 1:
             raise RuntimeConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.lora_targets not in LORA_TARGETS:
             raise RuntimeConfigError(f"lora_targets {self.lora_targets!r} is not one of "
@@ -103,11 +107,24 @@ class TrainConfig:
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
-        return 5e-5 if self.adapter == "finetune" else 1e-3
+        return 1e-4 if self.adapter == "finetune" else 1e-3
 
     @property
     def head_learning_rate(self) -> float:
-        return self.learning_rate if self.head_lr is None else self.head_lr
+        """The head starts from random weights: by default it learns 10x faster than the encoder
+        (measured on WNUT-16: see docs/RECIPE.md)."""
+        return HEAD_LR_FACTOR * self.learning_rate if self.head_lr is None else self.head_lr
+
+
+def planned_epochs(config: TrainConfig, per_epoch: int) -> int:
+    """`config.epochs`, or enough epochs for MIN_STEPS optimizer steps, within [3, 20].
+
+    A fixed epoch count starves small data sets: 200 examples are 7 steps an epoch, and 3 epochs
+    leave a random head barely trained. Early stopping on dev ends long runs that stop paying.
+    """
+    if config.epochs is not None:
+        return config.epochs
+    return int(min(MAX_AUTO_EPOCHS, max(MIN_AUTO_EPOCHS, -(-MIN_STEPS // max(1, per_epoch)))))
 
 
 # field: (lowest, highest, why) for the numeric options; None = unbounded on that side.
@@ -176,21 +193,23 @@ def train(config: TrainConfig) -> dict:
     weights = class_weights(config, data)
     loss_options = {} if weights is None else {"class_weights": weights.to(config.device)}
     state = _State()
-    optimizer, schedule = _optimizer(config, built.model, reader, data, world)
+    per_epoch = len(shard_batches(_plan(config, reader, data.split("train"), 0), 0, world))
+    epochs = planned_epochs(config, per_epoch)
+    optimizer, schedule = _optimizer(config, built.model, per_epoch * epochs)
     if config.resume:
         state = _load_checkpoint(config, built.model, optimizer, schedule)
     net = _wrap_ddp(built.model, world)
     t0 = time.perf_counter() - state.train_seconds
-    for epoch in range(state.epoch, config.epochs):
+    for epoch in range(state.epoch, epochs):
         batches = shard_batches(_plan(config, reader, data.split("train"), epoch), rank, world)
-        _train_epoch(config, net, built, source, batches, optimizer, schedule, epoch, rank,
-                     loss_options)
+        _train_epoch(config, net, built, source, batches, optimizer, schedule, (epoch, epochs),
+                     rank, loss_options)
         state.train_seconds = time.perf_counter() - t0
         stop = _end_of_epoch(config, built, source, reader, data, state, epoch, rank)
         _save_checkpoint(config, built.model, optimizer, schedule, state, rank)
         if _agree(stop, world):
             break
-    metrics = _finish(config, built, source, reader, data, state, rank)
+    metrics = _finish(config, built, source, reader, data, state, rank, epochs)
     _distributed_done(world)
     return metrics
 
@@ -253,7 +272,7 @@ def batch_plan(config: TrainConfig) -> BatchPlan:
                      config.windows_per_block)
 
 
-def _optimizer(config: TrainConfig, model, reader, data, world: int):
+def _optimizer(config: TrainConfig, model, total_steps: int):
     head = {id(p) for p in model.head.parameters()}
     groups = []
     for in_head, lr in ((False, config.learning_rate), (True, config.head_learning_rate)):
@@ -263,8 +282,7 @@ def _optimizer(config: TrainConfig, model, reader, data, world: int):
                     "weight_decay": config.weight_decay},
                    {"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.learning_rate)
-    per_epoch = len(shard_batches(_plan(config, reader, data.split("train"), 0), 0, world))
-    total = max(1, per_epoch * config.epochs)
+    total = max(1, total_steps)
     warmup = int(total * config.warmup_ratio)
 
     def factor(step: int) -> float:  # linear warm-up to the peak, then linear decay to 0
@@ -275,11 +293,12 @@ def _optimizer(config: TrainConfig, model, reader, data, world: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _train_epoch(config, net, built, source, batches, optimizer, schedule, epoch, rank,
-                 loss_options: dict):
+def _train_epoch(config, net, built, source, batches, optimizer, schedule, epochs: tuple,
+                 rank, loss_options: dict):
+    epoch, total_epochs = epochs
     net.train()
     log = _step_log(config, rank)
-    bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}",
+    bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{total_epochs}",
                disable=rank != 0, leave=False)
     with Prefetcher(batches, source, depth=config.prefetch_depth, device=config.device) as pf:
         for step, batch in enumerate(pf):
@@ -332,7 +351,7 @@ def _end_of_epoch(config, built, source, reader, data, state: _State, epoch, ran
     return False
 
 
-def _finish(config, built, source, reader, data, state: _State, rank) -> dict:
+def _finish(config, built, source, reader, data, state: _State, rank, epochs: int) -> dict:
     if rank != 0:
         return {}
     weights = torch.load(os.path.join(config.out, "weights.pt"), weights_only=True)
@@ -342,6 +361,7 @@ def _finish(config, built, source, reader, data, state: _State, rank) -> dict:
     metrics["dev_best"] = state.best  # the dev score that chose these weights
     metrics["train_seconds"] = round(state.train_seconds, 3)
     metrics["epochs_run"] = state.epoch
+    metrics["epochs_planned"] = epochs
     _write_json(os.path.join(config.out, "metrics.json"), metrics)
     return metrics
 

@@ -77,7 +77,8 @@ def test_sqrt_class_weights_favour_rare_classes_and_average_one():
     assert w[1] / w[0] == pytest.approx(2.0)  # sqrt(16 / 4)
     assert (16 * w[0] + 4 * w[1]) / 20 == pytest.approx(1.0)  # an average train label weighs 1
     assert w[2] == 1.0
-    assert class_weights(TrainConfig(cache="", labels="", task="seq-cls", out=""), data) is None
+    assert class_weights(TrainConfig(cache="", labels="", task="seq-cls", out="",
+                                     class_weighting="none"), data) is None
 
 
 def test_token_class_weights_skip_ignored_tokens():
@@ -142,7 +143,7 @@ def test_head_learning_rate_is_its_own_optimizer_group(tiny_task, tmp_path):
 
     data = load_labelled(_labels_config(config), reader)
     built = inference.build_model(config, reader.manifest, data.label_names)
-    optimizer, _ = _optimizer(config, built.model, reader, data, 1)
+    optimizer, _ = _optimizer(config, built.model, 10)
     head = {id(p) for p in built.head.parameters()}
     for group in optimizer.param_groups:
         in_head = {id(p) in head for p in group["params"]}
@@ -162,10 +163,24 @@ def test_lora_on_all_linears_adapts_attention_and_ffn(tiny_task, tmp_path):
     adapted = {n.split(".lora_A")[0].split(".")[-1] for n, _ in built.model.named_parameters()
                if ".lora_A" in n}
     assert adapted == {"query", "key", "value", "dense"}  # dense: attention output, FFN in and out
-    attention_only = inference.build_model(_run(tiny_task, tmp_path), reader.manifest,
+    attention_only = inference.build_model(_run(tiny_task, tmp_path, lora_targets="attention"),
+                                           reader.manifest,
                                            data.label_names)
     assert {n.split(".lora_A")[0].split(".")[-1] for n, _ in
             attention_only.model.named_parameters() if ".lora_A" in n} == {"query", "value"}
+
+
+def test_epochs_default_to_enough_steps_within_bounds():
+    from runtime.trainer import MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS, MIN_STEPS, planned_epochs
+
+    config = TrainConfig(cache="", labels="", task="seq-cls", out="")
+    assert planned_epochs(config, MIN_STEPS) == MIN_AUTO_EPOCHS  # big data: at least 3
+    assert planned_epochs(config, MIN_STEPS // 10) == 10
+    assert planned_epochs(config, MIN_STEPS // 10 + 1) == 10  # rounds up to reach MIN_STEPS
+    assert planned_epochs(config, 1) == MAX_AUTO_EPOCHS
+    import dataclasses
+
+    assert planned_epochs(dataclasses.replace(config, epochs=2), 1) == 2  # asked for: kept
 
 
 def test_min_epochs_keeps_training_past_patience(tiny_task, tmp_path, capsys):
