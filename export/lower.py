@@ -61,6 +61,9 @@ def make_parser() -> argparse.ArgumentParser:
                    "by N tokens")
     p.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per batch "
                    "(batch size x longest record); batches are bucketed by length (default 8192)")
+    p.add_argument("--window", type=int, default=16384, help="records read, tokenized and "
+                   "bucketed by length at a time: memory is bounded by the window, not the "
+                   "corpus (default 16384)")
     p.add_argument("--text-field", default="text", help="field holding the text, a string or "
                    "a list of words (default text)")
     p.add_argument("--text-pair-field", help="field holding the second text of a pair "
@@ -92,7 +95,7 @@ def config_from_args(args, environ) -> BuildConfig:
     return BuildConfig(
         layer=args.layer, model=args.model, corpus=args.corpus, out=args.out, dtype=args.dtype,
         codec=args.codec, max_length=args.max_length, stride=args.stride,
-        batch_tokens=args.batch_tokens, text_field=args.text_field,
+        batch_tokens=args.batch_tokens, window=args.window, text_field=args.text_field,
         text_pair_field=args.text_pair_field, id_field=args.id_field, num_shards=num_shards,
         shard_index=shard_index, device=args.device, threads=threads, progress=not args.quiet)
 
