@@ -51,10 +51,17 @@ class ReportConfig:
         return self.docs or (48 if self.quick else 256)
 
 
+def main_layer(num_layers: int) -> int:
+    """The K the report's headline figures are for: N/2, rounded down (3 of 6, 6 of 12)."""
+    return max(1, num_layers // 2)
+
+
 def layers_to_sweep(num_layers: int) -> list[int]:
-    """K = N/4, N/2, 3N/4 rounded, kept in 1..N-1 and distinct."""
-    ks = [max(1, min(num_layers - 1, round(num_layers * f))) for f in (0.25, 0.5, 0.75)]
-    return sorted(set(ks))
+    """K = N/4 and 3N/4 rounded, and `main_layer` (N/2 rounded down), kept in 1..N-1 and
+    distinct. The middle one is main_layer's own, never a separately rounded N/2: for odd N,
+    round(N/2) and N//2 differ, and the report needs its main K in the sweep."""
+    ks = [max(1, min(num_layers - 1, round(num_layers * f))) for f in (0.25, 0.75)]
+    return sorted(set(ks) | {main_layer(num_layers)})
 
 
 def sample_articles(n: int, seed: int) -> list:
@@ -167,7 +174,7 @@ def run(config: ReportConfig, log=print) -> dict:
         torch.set_num_threads(config.threads)
     model_path = Path(config.model) if config.model else default_model_path()
     n_layers = num_layers(model_path)
-    main_k = n_layers // 2
+    main_k = main_layer(n_layers)
     records = sample_articles(config.num_docs, config.seed)
     labels = {r.id: sorted({x.label for x in records}).index(r.label) for r in records}
     with tempfile.TemporaryDirectory(prefix="erc-report-") as tmp:

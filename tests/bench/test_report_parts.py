@@ -5,15 +5,23 @@ import numpy as np
 import pytest
 import torch
 
-from bench.endtoend import layers_to_sweep
+from bench.endtoend import layers_to_sweep, main_layer
 from bench.sizes import bytes_per_token
 from bench.steps import PHASES, time_interleaved
 
 
-@pytest.mark.parametrize("n,expected", [(6, [2, 3, 4]), (12, [3, 6, 9]), (2, [1]), (3, [1, 2])],
-                         ids=["minilm", "base", "two", "three"])
+@pytest.mark.parametrize("n,expected", [(6, [2, 3, 4]), (12, [3, 6, 9]), (2, [1]), (3, [1, 2]),
+                                        (7, [2, 3, 5]), (11, [3, 5, 8]), (15, [4, 7, 11])],
+                         ids=["minilm", "base", "two", "three", "seven", "eleven", "fifteen"])
 def test_layers_to_sweep(n, expected):
     assert layers_to_sweep(n) == expected
+
+
+def test_main_layer_is_always_swept():
+    # bench.endtoend.run sets its K = N/2 results inside the sweep loop: for N = 7, 11, 15 a
+    # separately rounded N/2 (round(3.5) = 4) missed N // 2 and the report crashed.
+    for n in range(2, 49):
+        assert main_layer(n) in layers_to_sweep(n), n
 
 
 class _Tiny(torch.nn.Module):
