@@ -66,7 +66,8 @@ def watch_build(lower_args: list[str], out: Path, seconds: float) -> dict:
     """Run export.lower with `lower_args` + `--out out` for `seconds`, then SIGINT it.
 
     Returns peak_rss_mb, first_commit_s (None if nothing was committed), committed records,
-    the peak RSS over the first half of the run, and the return code.
+    the peak RSS over the first half of the run and after the first commit (the export of the
+    lower stack, when it runs, is over by then), and the return code.
     """
     import psutil
 
@@ -74,7 +75,7 @@ def watch_build(lower_args: list[str], out: Path, seconds: float) -> dict:
     start = time.monotonic()
     child = subprocess.Popen(argv, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
     proc = psutil.Process(child.pid)
-    peak = first_half_peak = 0
+    peak = first_half_peak = encoding_peak = 0
     first_commit = None
     while child.poll() is None and time.monotonic() - start < seconds:
         rss = _rss(proc)
@@ -83,12 +84,15 @@ def watch_build(lower_args: list[str], out: Path, seconds: float) -> dict:
             first_half_peak = max(first_half_peak, rss)
         if first_commit is None and _committed(out):
             first_commit = time.monotonic() - start
+        if first_commit is not None:
+            encoding_peak = max(encoding_peak, rss)
         time.sleep(_SAMPLE_S)
     if child.poll() is None:
         child.send_signal(signal.SIGINT)
     code = child.wait(timeout=300)
     return {"peak_rss_mb": round(peak / 2**20, 1),
             "peak_rss_first_half_mb": round(first_half_peak / 2**20, 1),
+            "peak_rss_after_first_commit_mb": round(encoding_peak / 2**20, 1),
             "first_commit_s": None if first_commit is None else round(first_commit, 1),
             "committed_records": _committed(out), "seconds": round(time.monotonic() - start, 1),
             "returncode": code}
