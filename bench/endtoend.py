@@ -23,12 +23,14 @@ import numpy as np
 import torch
 
 import cache_format
+from bench.roofline import LayerShape, many_models, measure_gemm_gflops, roofline
 from bench.sizes import bytes_per_token
 from bench.steps import time_interleaved
 
 
 CORPUS_ARTICLES = 2225  # BBC News: the corpus a user caches once
 TRAIN_ARTICLES = 1780  # its 80% train split: what one training epoch runs over
+EPOCHS_PER_TASK = 3  # the many-models figure: runtime.train's default --epochs per task model
 
 
 @dataclass(frozen=True)
@@ -197,9 +199,12 @@ def run(config: ReportConfig, log=print) -> dict:
                 token_ids = [(key, reader.token_ids(key)) for key in reader.keys()]
                 hidden_size = reader.hidden_size
         sizes = bytes_per_token(layer_states(model_path, main_k, token_ids), hidden_size)
+        log("fp32 GEMM rate of the model's shapes (the roofline)")
+        shape = LayerShape.from_config(_model_config(model_path))
+        gemm = measure_gemm_gflops(shape, config.threads)
         accuracy = _accuracy(config, model_path, main_k, work / "accuracy", log)
     report = summarise(config, model_path, n_layers, main_k, len(records), per_k, builds,
-                       throughput, sizes)
+                       throughput, sizes, shape=shape, gemm=gemm)
     if accuracy:
         report["accuracy"] = {k: v for k, v in accuracy.items() if k != "details"}
         report["accuracy_details"] = accuracy["details"]
@@ -239,9 +244,16 @@ def layer_states(model_path, layer: int, keyed_ids: list) -> list:
     return out
 
 
+def _model_config(model_path):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(model_path))
+
+
 def summarise(config, model_path, n_layers, main_k, num_docs, per_k, builds, throughput,
-              sizes) -> dict:
-    """The report dict: contract keys first, then the details they come from."""
+              sizes, *, shape: LayerShape | None = None, gemm: dict | None = None) -> dict:
+    """The report dict: contract keys first, then the details they come from. `roofline` is
+    there when `shape` and `gemm` (measure_gemm_gflops's result) are given."""
     steps = {k: _steps_summary(v) for k, v in per_k.items()}
     main = steps[main_k]
     pe = {mode: {ph: main[mode][ph]["per_example"]["total"] for ph in ("train", "infer")}
@@ -253,6 +265,15 @@ def summarise(config, model_path, n_layers, main_k, num_docs, per_k, builds, thr
     # split. Break-even: epochs whose savings pay for that build.
     build_cost = build["export_seconds"] + encode_per_example * CORPUS_ARTICLES
     epoch_saving = saved_per_example * TRAIN_ARTICLES
+    epoch_seconds = {m: pe[m]["train"] * TRAIN_ARTICLES for m in ("full", "recycled")}
+    extra = {}
+    if shape is not None and gemm is not None:
+        train = main["recycled"]["train"]
+        extra["roofline"] = roofline(
+            shape, main_k, gemm["gemm_gflops"], throughput,
+            {m: main[m]["train"]["tokens_per_s"] for m in ("recycled", "full")},
+            mean_length=train["tokens"] / max(train["examples"], 1))
+        extra["roofline"]["gemm_by_shape"] = gemm["by_shape"]
     return {
         "train_speedup": pe["full"]["train"] / pe["recycled"]["train"],
         "infer_speedup": pe["full"]["infer"] / pe["recycled"]["infer"],
@@ -265,6 +286,10 @@ def summarise(config, model_path, n_layers, main_k, num_docs, per_k, builds, thr
         "break_even_epochs": build_cost / epoch_saving if epoch_saving > 0 else float("inf"),
         "build_seconds_corpus": build_cost,
         "epoch_saving_seconds": epoch_saving,
+        "many_models": many_models(build_cost, epoch_seconds, EPOCHS_PER_TASK),
+        "many_models_details": {"epochs_per_task": EPOCHS_PER_TASK,
+                                "epoch_seconds": epoch_seconds, "build_seconds": build_cost},
+        **extra,
         "model": _model_name(config, model_path),
         "layer": main_k,
         "num_layers": n_layers,

@@ -10,7 +10,8 @@ its children) every 0.2 s, notes when the first records are committed (the manif
 and after `--seconds` stops it with SIGINT, as Ctrl-C would: the build commits and exits. It
 prints one JSON line: peak RSS, seconds to the first commit, records committed. `open` writes
 (once) a cache of small records and times `cache_format.open` in a fresh process, with the
-process's RSS before and after, and checks that what it opened is the cache it wrote.
+process's RSS before and after, then times planning one shuffled epoch of batches over every
+key (runtime.loader.plan_cache_batches), and checks what it opened and planned.
 """
 from __future__ import annotations
 
@@ -125,10 +126,16 @@ after = proc.memory_info().rss
 n = len(r)
 last = f"doc-{n - 1:07d}"
 ok = r.num_tokens(last) == 4 and r.get(last).shape == (4, 8) and last in r
+from runtime.loader import BatchPlan, plan_cache_batches
+start = time.perf_counter()
+batches = plan_cache_batches(r, r.keys(), BatchPlan(), shuffle=True)
+plan_seconds = time.perf_counter() - start
+ok = ok and sum(map(len, batches)) == n
 print(json.dumps({"records": n, "open_s": round(seconds, 3),
                   "rss_mb": round(after / 2**20, 1),
                   "rss_added_by_open_mb": round((after - imported) / 2**20, 1),
-                  "rss_before_import_mb": round(before / 2**20, 1), "checked": ok}))
+                  "rss_before_import_mb": round(before / 2**20, 1),
+                  "plan_shuffled_batches_s": round(plan_seconds, 3), "checked": ok}))
 """
 
 
