@@ -18,7 +18,9 @@ weight gradients (a third 1x); the report's default adapter is LoRA.
 
 The achieved rate of a phase is its FLOPs over its measured wall time (cache wait, copies and
 optimizer included), and its share is that rate over the measured fp32 GEMM rate of the
-model's own shapes (`gemm_gflops`, the best of a few repeats on an otherwise busy machine).
+model's own shapes (`gemm_gflops`). bench.endtoend measures that rate right after each timed
+phase and keeps the best, since other jobs on a shared machine only ever slow it down; a
+share above 1 means the GEMM benchmark never caught the machine as quiet as the phase did.
 """
 from __future__ import annotations
 
