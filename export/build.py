@@ -34,6 +34,7 @@ from .sharding import check_shard, in_shard, mark_done, merge_if_complete, part_
 from .tokenize import Encoded, check_lengths, load_tokenizer, tokenize, truncation_strategy
 
 DTYPES = ("int8", "fp16", "fp32")
+COMPUTES = ("fp32", "bf16")  # the lower stack's arithmetic: onnxruntime fp32, or torch bf16
 CODECS = ("lz4", "zstd", "none")
 # Names export and cache_format put in a cache folder; anything else means the folder is the
 # user's, and a build refuses to write there.
@@ -66,6 +67,7 @@ class BuildConfig:
     device: str = "auto"  # auto, cpu or cuda
     threads: int | None = None  # CPU intra-op threads; None: one per available core
     exporter: str = "auto"  # auto (Optimum, else torch.onnx), optimum or torch
+    compute: str = "fp32"  # fp32 (onnxruntime) or bf16 (PyTorch, for avx512_bf16 / AMX CPUs)
     progress: bool = True  # tqdm bar with docs/s and tokens/s on stderr
     commit_every_s: float = 60.0  # seal a shard this often, so a kill loses at most this much
 
@@ -74,6 +76,7 @@ class BuildConfig:
         _check_choice("--codec", self.codec, CODECS)
         _check_choice("--device", self.device, DEVICES)
         _check_choice("exporter", self.exporter, EXPORTERS)
+        _check_choice("--compute", self.compute, COMPUTES)
         if not isinstance(self.layer, int) or isinstance(self.layer, bool):
             # Its range depends on the model: check_layer reports it with the layer count.
             raise ExportError(f"--layer must be an integer, got {self.layer!r}")
@@ -126,14 +129,10 @@ def build_cache(config: BuildConfig, *, log: Callable[[str], None] | None = None
                   model_limit=limit)
     metadata = _metadata(config, model_path, model_config, tokenizer, pairs)
     check_out_dir(out, metadata, hidden_size(model_config), config)
-    info = export_lower(model_path, config.layer, out / "onnx", exporter=config.exporter,
-                        weights_hash=metadata["weights_sha256"])
-    log(f"lower stack (layers 0..{config.layer - 1} of {metadata['model_name']}): "
-        f"{out / 'onnx' / info['file']}, max abs diff vs PyTorch {info['max_abs_diff']:.1e}")
-    session = LowerSession(out / "onnx", device=config.device, threads=config.threads)
+    session = _lower_stack(config, model_path, out, metadata, log)
     done = _merged_keys(out)
     windows = shard_windows(records, config.window, config.num_shards, config.shard_index)
-    with cache_format.create(out, hidden_size=session.hidden_size, dtype=config.dtype,
+    with cache_format.create(out, hidden_size=hidden_size(model_config), dtype=config.dtype,
                              codec=config.codec, metadata=metadata, append=True,
                              part=part_name(config.num_shards, config.shard_index)) as writer:
         encoder = _Encoder(session, writer, tokenizer, done, config, on_batch)
@@ -142,6 +141,21 @@ def build_cache(config: BuildConfig, *, log: Callable[[str], None] | None = None
         f"{stats['seconds']:.1f} s; {stats['skipped']} were already committed")
     _finish(out, config, log)
     return out
+
+
+def _lower_stack(config: BuildConfig, model_path: Path, out: Path, metadata: dict, log):
+    """What runs layers 0..K-1: onnxruntime on the exported graph, or PyTorch in bf16."""
+    name = f"layers 0..{config.layer - 1} of {metadata['model_name']}"
+    if config.compute == "bf16":
+        from .throughput import TorchLower
+
+        log(f"lower stack ({name}): PyTorch in bf16")
+        return TorchLower(model_path, config.layer, threads=config.threads, compute="bf16")
+    info = export_lower(model_path, config.layer, out / "onnx", exporter=config.exporter,
+                        weights_hash=metadata["weights_sha256"])
+    log(f"lower stack ({name}): {out / 'onnx' / info['file']}, max abs diff vs PyTorch "
+        f"{info['max_abs_diff']:.1e}")
+    return LowerSession(out / "onnx", device=config.device, threads=config.threads)
 
 
 def _load_records(config: BuildConfig) -> Iterator[Record]:
@@ -202,6 +216,9 @@ def _metadata(config, model_path: Path, model_config, tokenizer, pairs: bool) ->
         "text_pair_field": config.text_pair_field,
         "id_field": config.id_field,
         "corpus": BUILTIN_CORPUS if config.corpus is None else str(Path(config.corpus).resolve()),
+        # Only a bf16 build records its compute, so caches built before the option still
+        # resume; an fp32 rerun on a bf16 cache is refused by the writer (metadata differs).
+        **({"compute": config.compute} if config.compute != "fp32" else {}),
     }
 
 
@@ -225,7 +242,8 @@ def check_out_dir(out: Path, metadata: dict, width: int, config: BuildConfig) ->
             continue  # cache_format reports a damaged manifest better than we can
         found = dict(found.get("metadata", {}), dtype=found.get("dtype"),
                      codec=found.get("codec"), hidden_size=found.get("hidden_size"))
-        diffs = [f"{k} {found.get(k)!r} != {wanted.get(k)!r}" for k in sorted(wanted)
+        keys = sorted(set(wanted) | {"compute"})  # absent on fp32 caches (see _metadata)
+        diffs = [f"{k} {found.get(k)!r} != {wanted.get(k)!r}" for k in keys
                  if found.get(k) != wanted.get(k)]
         if diffs:
             raise ExportError(f"--out {out} holds a cache built with other settings "

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from .build import CODECS, DTYPES, BuildConfig, build_cache
+from .build import CODECS, COMPUTES, DTYPES, BuildConfig, build_cache
 from .errors import ExportError
 from .session import DEVICES, available_cores
 from .sharding import merge_now, shard_from_env, threads_per_process
@@ -76,6 +76,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", action="store_true", help="only merge the parts in --out")
     p.add_argument("--device", default="auto", choices=DEVICES,
                    help="auto (CUDA when onnxruntime-gpu sees a GPU), cpu or cuda")
+    p.add_argument("--compute", default="fp32", choices=COMPUTES, help="the lower stack's "
+                   "arithmetic: fp32 with onnxruntime (default) or bf16 with PyTorch, for CPUs "
+                   "with avx512_bf16 or AMX (python -m bench.precision measures both)")
     p.add_argument("--threads", type=int, help="CPU threads (default: the available cores, "
                    "divided among torchrun's local processes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
@@ -97,7 +100,8 @@ def config_from_args(args, environ) -> BuildConfig:
         codec=args.codec, max_length=args.max_length, stride=args.stride,
         batch_tokens=args.batch_tokens, window=args.window, text_field=args.text_field,
         text_pair_field=args.text_pair_field, id_field=args.id_field, num_shards=num_shards,
-        shard_index=shard_index, device=args.device, threads=threads, progress=not args.quiet)
+        shard_index=shard_index, device=args.device, threads=threads, compute=args.compute,
+        progress=not args.quiet)
 
 
 def main(argv=None) -> int:

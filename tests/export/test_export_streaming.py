@@ -142,3 +142,17 @@ def test_estimate_records_counts_lines(tmp_path, name, content, want):
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
     assert estimate_records(path) == want
+
+
+def test_bf16_build_is_close_to_fp32_and_refuses_an_fp32_rerun(tiny_bert, small_corpus,
+                                                                tmp_path):
+    fp32 = cache_format.open(build_cache(_config(tiny_bert, small_corpus, tmp_path / "fp32")))
+    out = build_cache(_config(tiny_bert, small_corpus, tmp_path / "bf16", compute="bf16"))
+    bf16 = cache_format.open(out)
+    assert bf16.manifest["compute"] == "bf16" and "compute" not in fp32.manifest
+    assert not (out / "onnx").exists()  # PyTorch runs the lower stack: nothing exported
+    for key in fp32.keys():
+        a, b = fp32.get(key), bf16.get(key)
+        assert np.linalg.norm(b - a) <= 0.05 * np.linalg.norm(a), key
+    with pytest.raises(ExportError, match=r"built with other settings \(compute 'bf16' != None\)"):
+        build_cache(_config(tiny_bert, small_corpus, out))
