@@ -62,7 +62,8 @@ def _int8_error(states: list, hidden_size: int) -> float:
         return relative_error(states, [r.get(str(i)) for i in range(len(states))])[0]
 
 
-def compare(model_path, layer: int, docs: int, max_length: int, threads=None) -> dict:
+def compare(model_path, layer: int, docs: int, max_length: int, threads=None,
+            name: str | None = None) -> dict:
     """The figures described in the module docstring, as a dict."""
     from bench.endtoend import sample_articles
     from export.batching import make_batches
@@ -78,7 +79,7 @@ def compare(model_path, layer: int, docs: int, max_length: int, threads=None) ->
     states = {c: _real_states(r, encoded, batches, pad_id) for c, r in runners.items()}
     speed = {c: tokens_per_second(r, encoded, batches, pad_id) for c, r in runners.items()}
     rel, worst = relative_error(states["fp32"], states["bf16"])
-    return {"model": Path(model_path).name, "layer": layer, "articles": len(encoded),
+    return {"model": name or Path(model_path).name, "layer": layer, "articles": len(encoded),
             "tokens": sum(map(len, encoded)), "cpu_bf16_flags": cpu_bf16_flags(),
             "bf16_relative_error": rel, "bf16_max_abs_diff": worst,
             "int8_storage_relative_error": _int8_error(states["fp32"],
@@ -87,7 +88,7 @@ def compare(model_path, layer: int, docs: int, max_length: int, threads=None) ->
 
 
 def main(argv=None) -> int:
-    from export.defaults import default_model_path
+    from export.defaults import DEFAULT_MODEL_NAME, default_model_path
 
     p = argparse.ArgumentParser(prog="python -m bench.precision", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,7 +99,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int)
     args = p.parse_args(argv)
     model = Path(args.model) if args.model else default_model_path()
-    print(json.dumps(compare(model, args.layer, args.docs, args.max_length, args.threads)))
+    name = None if args.model else DEFAULT_MODEL_NAME
+    print(json.dumps(compare(model, args.layer, args.docs, args.max_length, args.threads, name)))
     return 0
 
 
