@@ -69,4 +69,5 @@ def _draw_many_models(ax, report: dict) -> None:
     ax.set_xlabel(f"task models T ({d['epochs_per_task']} epochs each, whole BBC train split)")
     ax.set_ylabel("training wall time, hours")
     ax.set_title("T task models over one corpus")
+    ax.margins(x=0.06, y=0.12)  # room for the last point's label
     ax.legend(fontsize=8)
