@@ -24,6 +24,7 @@ share above 1 means the GEMM benchmark never caught the machine as quiet as the 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -144,3 +145,67 @@ def many_models(build_seconds: float, epoch_seconds: dict, epochs_per_task: int,
         recycled = build_seconds + t * epochs_per_task * epoch_seconds["recycled"]
         out[str(t)] = full / recycled
     return out
+
+
+def build_shares(model_path, layer: int, docs: int = 16, max_length: int = 256,
+                 threads: int | None = None) -> dict:
+    """The lower-stack build's GFLOP/s, onnxruntime and torch, against the GEMM rate measured
+    after each (best kept), on `docs` BBC articles: the build part of the roofline alone,
+    without the training steps of bench.report (minutes instead of tens of minutes)."""
+    import tempfile
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    from bench.endtoend import sample_articles
+    from export.batching import make_batches
+    from export.onnx_export import export_lower
+    from export.session import LowerSession
+    from export.throughput import TorchLower, tokens_per_second
+    from export.tokenize import load_tokenizer, tokenize
+
+    shape = LayerShape.from_config(AutoConfig.from_pretrained(str(model_path)))
+    tokenizer = load_tokenizer(model_path)
+    encoded = tokenize(sample_articles(docs, 0), tokenizer, max_length=max_length)
+    batches = make_batches([len(e) for e in encoded], 4096)
+    pad = tokenizer.pad_token_id or 0
+    gemms, rates = [measure_gemm_gflops(shape, threads)["gemm_gflops"]], {}
+    with tempfile.TemporaryDirectory(prefix="erc-roofline-") as tmp:
+        export_lower(model_path, layer, Path(tmp) / "onnx")
+        runners = {"onnxruntime": lambda: LowerSession(Path(tmp) / "onnx", device="cpu",
+                                                       threads=threads),
+                   "torch": lambda: TorchLower(model_path, layer, threads=threads)}
+        for engine, make in runners.items():
+            rates[engine] = tokens_per_second(make(), encoded, batches, pad, repeats=2)
+            gemms.append(measure_gemm_gflops(shape, threads)["gemm_gflops"])
+    mean = sum(map(len, encoded)) / len(encoded)
+    achieved = {e: r * shape.layer_flops_per_token(mean) * layer / 1e9 for e, r in rates.items()}
+    return {"layer": layer, "shape": dataclasses.asdict(shape), "mean_length": mean,
+            "tokens_per_s": rates, "achieved_gflops": achieved,
+            "gemm_gflops": max(gemms), "gemm_gflops_each_measurement": gemms,
+            "share": {e: a / max(gemms) for e, a in achieved.items()}}
+
+
+def main(argv=None) -> int:
+    """python -m bench.roofline --model PATH --layer K: the build's share of the GEMM rate."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from export.defaults import default_model_path
+
+    p = argparse.ArgumentParser(prog="python -m bench.roofline", description=build_shares.__doc__)
+    p.add_argument("--model", help="checkpoint folder (default all-MiniLM-L6-v2)")
+    p.add_argument("--layer", type=int, required=True)
+    p.add_argument("--docs", type=int, default=16)
+    p.add_argument("--threads", type=int)
+    args = p.parse_args(argv)
+    model = Path(args.model) if args.model else default_model_path()
+    print(json.dumps(build_shares(model, args.layer, args.docs, threads=args.threads)))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
