@@ -23,12 +23,14 @@ import numpy as np
 import torch
 
 import cache_format
+from bench.roofline import LayerShape, many_models, measure_gemm_gflops, roofline
 from bench.sizes import bytes_per_token
 from bench.steps import time_interleaved
 
 
 CORPUS_ARTICLES = 2225  # BBC News: the corpus a user caches once
 TRAIN_ARTICLES = 1780  # its 80% train split: what one training epoch runs over
+EPOCHS_PER_TASK = 3  # the many-models figure: runtime.train's default --epochs per task model
 
 
 @dataclass(frozen=True)
@@ -51,10 +53,17 @@ class ReportConfig:
         return self.docs or (48 if self.quick else 256)
 
 
+def main_layer(num_layers: int) -> int:
+    """The K the report's headline figures are for: N/2, rounded down (3 of 6, 6 of 12)."""
+    return max(1, num_layers // 2)
+
+
 def layers_to_sweep(num_layers: int) -> list[int]:
-    """K = N/4, N/2, 3N/4 rounded, kept in 1..N-1 and distinct."""
-    ks = [max(1, min(num_layers - 1, round(num_layers * f))) for f in (0.25, 0.5, 0.75)]
-    return sorted(set(ks))
+    """K = N/4 and 3N/4 rounded, and `main_layer` (N/2 rounded down), kept in 1..N-1 and
+    distinct. The middle one is main_layer's own, never a separately rounded N/2: for odd N,
+    round(N/2) and N//2 differ, and the report needs its main K in the sweep."""
+    ks = [max(1, min(num_layers - 1, round(num_layers * f))) for f in (0.25, 0.75)]
+    return sorted(set(ks) | {main_layer(num_layers)})
 
 
 def sample_articles(n: int, seed: int) -> list:
@@ -169,7 +178,9 @@ def run(config: ReportConfig, log=print) -> dict:
 
     model_path = resolve_model(config.model) if config.model else default_model_path()
     n_layers = num_layers(model_path)
-    main_k = n_layers // 2
+    main_k = main_layer(n_layers)
+    shape = LayerShape.from_config(_model_config(model_path))
+    gemms = []  # measured next to each timed phase: the best is the machine's limit
     records = sample_articles(config.num_docs, config.seed)
     labels = {r.id: sorted({x.label for x in records}).index(r.label) for r in records}
     with tempfile.TemporaryDirectory(prefix="erc-report-") as tmp:
@@ -186,15 +197,19 @@ def run(config: ReportConfig, log=print) -> dict:
             batches = _batches(reader, config)
             log(f"K={k}: timing full / frozen / recycled on {len(batches)} batches")
             per_k[k] = time_modes(config, model_path, reader, labels, k, batches)
+            gemms.append(measure_gemm_gflops(shape, config.threads))
             if k == main_k:
                 log(f"K={k}: lower-stack throughput and bytes per token")
                 throughput = lower_throughput(model_path, reader, out / "onnx", k, config.threads)
+                gemms.append(measure_gemm_gflops(shape, config.threads))
                 token_ids = [(key, reader.token_ids(key)) for key in reader.keys()]
                 hidden_size = reader.hidden_size
         sizes = bytes_per_token(layer_states(model_path, main_k, token_ids), hidden_size)
+        gemm = max(gemms, key=lambda g: g["gemm_gflops"])
+        gemm["all_gflops"] = [g["gemm_gflops"] for g in gemms]
         accuracy = _accuracy(config, model_path, main_k, work / "accuracy", log)
     report = summarise(config, model_path, n_layers, main_k, len(records), per_k, builds,
-                       throughput, sizes)
+                       throughput, sizes, shape=shape, gemm=gemm)
     if accuracy:
         report["accuracy"] = {k: v for k, v in accuracy.items() if k != "details"}
         report["accuracy_details"] = accuracy["details"]
@@ -234,9 +249,16 @@ def layer_states(model_path, layer: int, keyed_ids: list) -> list:
     return out
 
 
+def _model_config(model_path):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(model_path))
+
+
 def summarise(config, model_path, n_layers, main_k, num_docs, per_k, builds, throughput,
-              sizes) -> dict:
-    """The report dict: contract keys first, then the details they come from."""
+              sizes, *, shape: LayerShape | None = None, gemm: dict | None = None) -> dict:
+    """The report dict: contract keys first, then the details they come from. `roofline` is
+    there when `shape` and `gemm` (measure_gemm_gflops's result) are given."""
     steps = {k: _steps_summary(v) for k, v in per_k.items()}
     main = steps[main_k]
     pe = {mode: {ph: main[mode][ph]["per_example"]["total"] for ph in ("train", "infer")}
@@ -248,6 +270,16 @@ def summarise(config, model_path, n_layers, main_k, num_docs, per_k, builds, thr
     # split. Break-even: epochs whose savings pay for that build.
     build_cost = build["export_seconds"] + encode_per_example * CORPUS_ARTICLES
     epoch_saving = saved_per_example * TRAIN_ARTICLES
+    epoch_seconds = {m: pe[m]["train"] * TRAIN_ARTICLES for m in ("full", "recycled")}
+    extra = {}
+    if shape is not None and gemm is not None:
+        train = main["recycled"]["train"]
+        extra["roofline"] = roofline(
+            shape, main_k, gemm["gemm_gflops"], throughput,
+            {m: main[m]["train"]["tokens_per_s"] for m in ("recycled", "full")},
+            mean_length=train["tokens"] / max(train["examples"], 1))
+        extra["roofline"]["gemm_by_shape"] = gemm["by_shape"]
+        extra["roofline"]["gemm_gflops_each_measurement"] = gemm.get("all_gflops", [])
     return {
         "train_speedup": pe["full"]["train"] / pe["recycled"]["train"],
         "infer_speedup": pe["full"]["infer"] / pe["recycled"]["infer"],
@@ -260,6 +292,10 @@ def summarise(config, model_path, n_layers, main_k, num_docs, per_k, builds, thr
         "break_even_epochs": build_cost / epoch_saving if epoch_saving > 0 else float("inf"),
         "build_seconds_corpus": build_cost,
         "epoch_saving_seconds": epoch_saving,
+        "many_models": many_models(build_cost, epoch_seconds, EPOCHS_PER_TASK),
+        "many_models_details": {"epochs_per_task": EPOCHS_PER_TASK,
+                                "epoch_seconds": epoch_seconds, "build_seconds": build_cost},
+        **extra,
         "model": _model_name(config, model_path),
         "layer": main_k,
         "num_layers": n_layers,

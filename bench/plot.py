@@ -1,5 +1,6 @@
 """The report's figure: stacked step time per example (cache wait and compute) for full and
-recycled at each K, and the speedup against K."""
+recycled at each K, the speedup against K, and (when the report has it) the wall time of
+training T task models over one corpus, full against recycled with the build paid once."""
 from __future__ import annotations
 
 
@@ -12,7 +13,9 @@ def draw(report: dict, path) -> None:
 
     ks = sorted(int(k) for k in report["steps"])
     modes = {"full": "F", "frozen": "Z", "recycled": "R"}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    many = report.get("many_models_details")
+    fig, axes = plt.subplots(1, 3 if many else 2, figsize=(16 if many else 11, 4.2))
+    left, right = axes[0], axes[1]
     width = 0.26
     colors = {"wait": "#d62728", "h2d": "#9467bd", "forward": "#1f77b4", "backward": "#ff7f0e",
               "optimizer": "#2ca02c"}
@@ -42,8 +45,29 @@ def draw(report: dict, path) -> None:
     right.set_ylabel("speedup")
     right.set_title("Speedup against K")
     right.legend(fontsize=8)
+    if many:
+        _draw_many_models(axes[2], report)
     fig.suptitle(f"{report['model']} on BBC News, {report['device']}, {report['date']}",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _draw_many_models(ax, report: dict) -> None:
+    """Hours to train T task models: full grows with T, recycled starts at the build."""
+    d = report["many_models_details"]
+    counts = list(range(1, 21))
+    per_task = {m: d["epochs_per_task"] * d["epoch_seconds"][m] / 3600 for m in ("full", "recycled")}
+    build = d["build_seconds"] / 3600
+    ax.plot(counts, [t * per_task["full"] for t in counts], "o-", ms=3, label="full")
+    ax.plot(counts, [build + t * per_task["recycled"] for t in counts], "s-", ms=3,
+            label="recycled (build once)")
+    for t, speedup in report["many_models"].items():
+        ax.annotate(f"{speedup:.2f}x", (int(t), int(t) * per_task["full"]), fontsize=8,
+                    textcoords="offset points", xytext=(0, 6), ha="center")
+    ax.set_xlabel(f"task models T ({d['epochs_per_task']} epochs each, whole BBC train split)")
+    ax.set_ylabel("training wall time, hours")
+    ax.set_title("T task models over one corpus")
+    ax.margins(x=0.06, y=0.12)  # room for the last point's label
+    ax.legend(fontsize=8)

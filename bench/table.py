@@ -45,6 +45,7 @@ def format_table(r: dict) -> str:
         f"  a GPU at {GPU_TOKENS_PER_S_ESTIMATE:,} tokens/s would need "
         f"{GPU_TOKENS_PER_S_ESTIMATE * b / 1e6:.0f} MB/s (estimate, not measured)",
     ]
+    lines += _roofline_lines(r) + _many_models_lines(r)
     if r.get("accuracy"):
         d = r.get("accuracy_details", {})
         lines += ["", f"accuracy, test split ({d.get('articles')} articles, {d.get('epochs')} "
@@ -53,3 +54,29 @@ def format_table(r: dict) -> str:
         for task, acc in r["accuracy"].items():
             lines.append(f"  {task:20s} {acc['full']:.4f}  {acc['recycled']:.4f}")
     return "\n".join(lines)
+
+
+def _roofline_lines(r: dict) -> list:
+    roof = r.get("roofline")
+    if not roof:
+        return []
+    achieved = roof["achieved_gflops"]
+    lines = ["", f"roofline: fp32 GEMM on the model's shapes {roof['gemm_gflops']:.1f} GFLOP/s "
+                 f"(measured; FLOPs counted from the config, useful tokens only)"]
+    for name, label in (("build_onnxruntime", "build, onnxruntime"), ("build_torch", "build, torch"),
+                        ("train_recycled", "training step, recycled"),
+                        ("train_full", "training step, full")):
+        if name in achieved:
+            lines.append(f"  {label:26s} {achieved[name]:7.1f} GFLOP/s = "
+                         f"{achieved[name] / roof['gemm_gflops']:6.1%} of GEMM")
+    return lines
+
+
+def _many_models_lines(r: dict) -> list:
+    many = r.get("many_models")
+    if not many:
+        return []
+    d = r.get("many_models_details", {})
+    head = (f"T task models over one corpus, {d.get('epochs_per_task', '?')} epochs each, "
+            f"build counted once: full / recycled")
+    return ["", head, "  " + "   ".join(f"T={t}: {s:.2f}x" for t, s in many.items())]

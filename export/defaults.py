@@ -16,6 +16,7 @@ from .errors import ExportError
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 BUILTIN_CORPUS = "builtin:bbcnews"
 BUILTIN_CORPUS_NAME = "bbcnews"
+BUILTIN_DOCS = 2225  # articles in the built-in corpus (a progress bar's total)
 # One BBC article (sports/199.txt) holds a bare 0xa3 byte: the files are mostly UTF-8 with a few
 # Windows-1252 leftovers ("£" is 0xa3 there). cp1252 leaves five bytes undefined; latin-1 maps
 # every byte, so it is the last resort and decoding can never fail.

@@ -11,7 +11,7 @@ import sys
 
 from cache_format.cli_errors import EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser, run_cli  # noqa: F401
 
-from .build import CODECS, DTYPES, BuildConfig, build_cache
+from .build import CODECS, COMPUTES, DTYPES, BuildConfig, build_cache
 from .errors import ExportError
 from .session import DEVICES, available_cores
 from .sharding import merge_now, shard_from_env, threads_per_process
@@ -53,6 +53,9 @@ def make_parser() -> argparse.ArgumentParser:
                    "by N tokens")
     p.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per batch "
                    "(batch size x longest record); batches are bucketed by length (default 8192)")
+    p.add_argument("--window", type=int, default=16384, help="records read, tokenized and "
+                   "bucketed by length at a time: memory is bounded by the window, not the "
+                   "corpus (default 16384)")
     p.add_argument("--text-field", default="text", help="field holding the text, a string or "
                    "a list of words (default text)")
     p.add_argument("--text-pair-field", help="field holding the second text of a pair "
@@ -65,6 +68,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", action="store_true", help="only merge the parts in --out")
     p.add_argument("--device", default="auto", choices=DEVICES,
                    help="auto (CUDA when onnxruntime-gpu sees a GPU), cpu or cuda")
+    p.add_argument("--compute", default="fp32", choices=COMPUTES, help="the lower stack's "
+                   "arithmetic: fp32 with onnxruntime (default) or bf16 with PyTorch, for CPUs "
+                   "with avx512_bf16 or AMX (python -m bench.precision measures both)")
     p.add_argument("--threads", type=int, help="CPU threads (default: the available cores, "
                    "divided among torchrun's local processes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
@@ -84,9 +90,10 @@ def config_from_args(args, environ) -> BuildConfig:
     return BuildConfig(
         layer=args.layer, model=args.model, corpus=args.corpus, out=args.out, dtype=args.dtype,
         codec=args.codec, max_length=args.max_length, stride=args.stride,
-        batch_tokens=args.batch_tokens, text_field=args.text_field,
+        batch_tokens=args.batch_tokens, window=args.window, text_field=args.text_field,
         text_pair_field=args.text_pair_field, id_field=args.id_field, num_shards=num_shards,
-        shard_index=shard_index, device=args.device, threads=threads, progress=not args.quiet)
+        shard_index=shard_index, device=args.device, threads=threads, compute=args.compute,
+        progress=not args.quiet)
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,8 @@
 """Splitting a build over processes, and merging their parts when the last one finishes.
 
-Shard I of N encodes every N-th record after sorting by length (so each shard gets about the
-same number of tokens) and writes its own cache part (`part="rank<I>"`). When a shard's writer
+Shard I of N encodes the records whose 0-based number in the corpus is I modulo N (so it can
+pick them while streaming, before tokenizing, and on a big corpus each shard gets about the same
+number of tokens) and writes its own cache part (`part="rank<I>"`). When a shard's writer
 has committed, it leaves a marker `.export-shards/done-<I>-of-<N>`; under a file lock, the shard
 that finds all N markers merges the part manifests into manifest.json. No barrier is needed, so
 the same protocol works for `--num-shards` processes launched by hand and under `torchrun`
@@ -11,7 +12,7 @@ redone with `python -m export.lower --merge --out DIR`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 from .errors import ExportError
 from .locking import file_lock
@@ -52,10 +53,9 @@ def part_name(num_shards: int, shard_index: int) -> str | None:
     return None if num_shards == 1 else f"rank{shard_index}"
 
 
-def select_shard(lengths: Sequence[int], num_shards: int, shard_index: int) -> list[int]:
-    """Indices of this shard's records: every N-th after sorting longest first."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return sorted(order[shard_index::num_shards])
+def in_shard(number: int, num_shards: int, shard_index: int) -> bool:
+    """Whether record `number` (0-based, in corpus order) belongs to this shard."""
+    return number % num_shards == shard_index
 
 
 def mark_done(out: Path, num_shards: int, shard_index: int) -> None:

@@ -18,6 +18,8 @@ from .batching import Batch, collate
 from .onnx_export import load_config
 from .tokenize import Encoded
 
+COMPUTE_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}  # TorchLower's compute -> torch dtype
+
 
 class TorchLower:
     """The lower K layers in PyTorch eager mode: the checkpoint truncated to K layers.
@@ -26,9 +28,12 @@ class TorchLower:
         model_path: a Hugging Face checkpoint folder.
         layer: K.
         threads: torch intra-op threads (None leaves torch's default).
+        compute: "fp32", or "bf16" (weights and activations in bfloat16; oneDNN uses the
+            CPU's avx512_bf16 or AMX instructions where it has them); outputs are float32.
     """
 
-    def __init__(self, model_path: str | Path, layer: int, *, threads: int | None = None):
+    def __init__(self, model_path: str | Path, layer: int, *, threads: int | None = None,
+                 compute: str = "fp32"):
         import torch
         from transformers import AutoModel, logging
 
@@ -42,6 +47,9 @@ class TorchLower:
             self.model = AutoModel.from_pretrained(str(model_path), **{key: layer}).eval()
         finally:
             logging.set_verbosity(verbosity)
+        if compute not in COMPUTE_DTYPES:
+            raise ValueError(f"compute {compute!r} is not one of {', '.join(COMPUTE_DTYPES)}")
+        self.model.to(getattr(torch, COMPUTE_DTYPES[compute]))
         accepted = inspect.signature(self.model.forward).parameters
         self.inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids")
                        if n in accepted]
@@ -56,7 +64,7 @@ class TorchLower:
         feed = {n: torch.from_numpy(np.asarray(given[n], dtype=np.int64))
                 for n in self.inputs if given[n] is not None}
         with torch.inference_mode():
-            return self.model(**feed).last_hidden_state.numpy()  # (B, T, H)
+            return self.model(**feed).last_hidden_state.float().numpy()  # (B, T, H)
 
 
 def run_batches(runner, encoded: Sequence[Encoded], batches: Sequence[Batch],

@@ -51,7 +51,8 @@ def plan_batches(keys, lengths, plan: BatchPlan, *, shuffle: bool, seed: int = 0
     Returns:
         list of lists of keys.
     """
-    keys, lengths = list(keys), list(lengths)
+    keys = list(keys)
+    lengths = np.asarray(lengths, dtype=np.int64)  # (n,): one array, not n Python ints
     order = np.arange(len(keys))
     windows = [order[i:i + plan.window] for i in range(0, len(keys), plan.window)]
     rng = np.random.default_rng([seed, epoch])
@@ -65,8 +66,8 @@ def plan_batches(keys, lengths, plan: BatchPlan, *, shuffle: bool, seed: int = 0
             block = block[rng.permutation(len(block))]
         # stable sort, longest first: the first batch of an unshuffled plan is the biggest,
         # so running out of memory shows up at step one
-        block = sorted(block.tolist(), key=lambda i: -lengths[i])
-        cut = _cut(block, lengths, plan)
+        block = block[np.argsort(-lengths[block], kind="stable")]
+        cut = _cut(block.tolist(), lengths[block].tolist(), plan)
         if shuffle:
             cut = [cut[i] for i in rng.permutation(len(cut))]
         batches.extend([[keys[i] for i in c] for c in cut])
@@ -74,9 +75,10 @@ def plan_batches(keys, lengths, plan: BatchPlan, *, shuffle: bool, seed: int = 0
 
 
 def plan_cache_batches(reader, keys, plan: BatchPlan, **options) -> list:
-    """plan_batches over cache keys, their lengths read from the cache's index (no decode)."""
+    """plan_batches over cache keys, their lengths read from the cache's index (no decode),
+    as one array (CacheReader.num_tokens_array)."""
     keys = list(keys)
-    return plan_batches(keys, [reader.num_tokens(k) for k in keys], plan, **options)
+    return plan_batches(keys, reader.num_tokens_array(keys), plan, **options)
 
 
 def shard_batches(batches: list, rank: int, world_size: int) -> list:
@@ -90,13 +92,14 @@ def shard_batches(batches: list, rank: int, world_size: int) -> list:
 
 
 def _cut(indices: list, lengths: list, plan: BatchPlan) -> list:
+    """Cut `indices` (lengths[j] is the length of indices[j]) into batches under the plan."""
     out, cur, longest = [], [], 0
-    for i in indices:
-        longest_if = max(longest, lengths[i])
+    for i, length in zip(indices, lengths):
+        longest_if = max(longest, length)
         if cur and (longest_if * (len(cur) + 1) > plan.token_budget
                     or len(cur) >= plan.max_batch_size):
             out.append(cur)
-            cur, longest_if = [], lengths[i]
+            cur, longest_if = [], length
         cur.append(i)
         longest = longest_if
     if cur:

@@ -5,15 +5,23 @@ import numpy as np
 import pytest
 import torch
 
-from bench.endtoend import layers_to_sweep
+from bench.endtoend import layers_to_sweep, main_layer
 from bench.sizes import bytes_per_token
 from bench.steps import PHASES, time_interleaved
 
 
-@pytest.mark.parametrize("n,expected", [(6, [2, 3, 4]), (12, [3, 6, 9]), (2, [1]), (3, [1, 2])],
-                         ids=["minilm", "base", "two", "three"])
+@pytest.mark.parametrize("n,expected", [(6, [2, 3, 4]), (12, [3, 6, 9]), (2, [1]), (3, [1, 2]),
+                                        (7, [2, 3, 5]), (11, [3, 5, 8]), (15, [4, 7, 11])],
+                         ids=["minilm", "base", "two", "three", "seven", "eleven", "fifteen"])
 def test_layers_to_sweep(n, expected):
     assert layers_to_sweep(n) == expected
+
+
+def test_main_layer_is_always_swept():
+    # bench.endtoend.run sets its K = N/2 results inside the sweep loop: for N = 7, 11, 15 a
+    # separately rounded N/2 (round(3.5) = 4) missed N // 2 and the report crashed.
+    for n in range(2, 49):
+        assert main_layer(n) in layers_to_sweep(n), n
 
 
 class _Tiny(torch.nn.Module):
@@ -81,6 +89,14 @@ def _fake_report():
         "per_example_seconds": {m: {"train": 0.05, "infer": 0.05} for m in modes},
         "steps": {str(k): modes for k in (2, 3, 4)},
         "accuracy": {"bbc-news": {"full": 0.97, "recycled": 0.965}},
+        "roofline": {"gemm_gflops": 100.0, "build": 0.5, "train_recycled": 0.25,
+                     "train_full": 0.2, "achieved_gflops": {"build_onnxruntime": 50.0,
+                                                            "build_torch": 40.0,
+                                                            "train_recycled": 25.0,
+                                                            "train_full": 20.0}},
+        "many_models": {"1": 1.5, "5": 1.9, "20": 1.98},
+        "many_models_details": {"epochs_per_task": 3, "build_seconds": 60.0,
+                                "epoch_seconds": {"full": 240.0, "recycled": 120.0}},
     }
 
 
@@ -93,6 +109,36 @@ def test_table_and_plot(tmp_path):
     assert "train speedup (full / recycled)      2.00x" in text
     assert "break-even                           0.30 epochs" in text
     assert "(1.50x)" in text and "bbc-news" in text
+    assert "build, onnxruntime            50.0 GFLOP/s =  50.0% of GEMM" in text
+    assert "T=1: 1.50x   T=5: 1.90x   T=20: 1.98x" in text
     json.dumps(report)  # the report is JSON-serialisable
     draw(report, tmp_path / "r.png")
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summarise_adds_roofline_and_many_models():
+    from bench.endtoend import EPOCHS_PER_TASK, ReportConfig, TRAIN_ARTICLES, summarise
+    from bench.roofline import LayerShape
+    from bench.steps import StepTimes
+
+    def times(seconds_per_example):
+        t = StepTimes(steps=2, examples=10, tokens=1000)
+        t.seconds["forward"] = seconds_per_example * 10
+        return t
+
+    modes = {"full": 0.2, "frozen": 0.15, "recycled": 0.1, "recycled_no_prefetch": 0.1}
+    per_k = {k: {m: {"train": times(s), "infer": times(s / 2)} for m, s in modes.items()}
+             for k in (2, 3, 4)}
+    builds = {k: {"export_seconds": 1.0, "encode_seconds": 4.0} for k in (2, 3, 4)}
+    sizes = {d: {c: 100.0 for c in ("none", "lz4", "zstd")} for d in ("fp32", "fp16", "int8")}
+    report = summarise(ReportConfig(), "m", 6, 3, 8, per_k, builds,
+                       {"onnxruntime": 3000.0, "torch": 2000.0}, sizes,
+                       shape=LayerShape(384, 1536, 6), gemm={"gemm_gflops": 100.0, "by_shape": {}})
+    build = 1.0 + 4.0 / 8 * 2225
+    full, rec = 0.2 * TRAIN_ARTICLES * EPOCHS_PER_TASK, 0.1 * TRAIN_ARTICLES * EPOCHS_PER_TASK
+    assert report["many_models"]["5"] == pytest.approx(5 * full / (build + 5 * rec))
+    assert report["roofline"]["mean_length"] == 100
+    # recycled: 1000 tokens in 1 s through 3 layers, forward and input gradients
+    per_layer = LayerShape(384, 1536, 6).layer_flops_per_token(100)
+    assert report["roofline"]["train_recycled"] == pytest.approx(1000 * 2 * 3 * per_layer / 100e9)
+    json.dumps(report)
