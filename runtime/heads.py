@@ -26,6 +26,9 @@ from torch import nn
 from runtime.errors import RuntimeConfigError
 
 TASKS = ("seq-cls", "token-cls", "qa")
+# seq-cls pooling: "pooler" is the architecture's AutoModelForSequenceClassification head;
+# "cls" and "mean" are dropout + one linear layer over [CLS] or the mean of the real tokens.
+POOLINGS = ("pooler", "cls", "mean")
 _HF_HEAD_CLASSES = {  # model_type -> (module, class) of the <s>/[CLS] classification head
     "roberta": ("roberta", "RobertaClassificationHead"),
     "xlm-roberta": ("xlm_roberta", "XLMRobertaClassificationHead"),
@@ -69,12 +72,21 @@ class SequenceClassificationHead(TaskHead):
 
     task = "seq-cls"
 
-    def __init__(self, config, num_labels: int, pooler_state: dict | None = None) -> None:
+    def __init__(self, config, num_labels: int, pooler_state: dict | None = None,
+                 pooling: str = "pooler") -> None:
         super().__init__(config, num_labels)
+        if pooling not in POOLINGS:
+            raise RuntimeConfigError(f"pooling {pooling!r} is unknown; expected one of {list(POOLINGS)}")
         cfg = copy.deepcopy(config)
         cfg.num_labels = num_labels
         kind = config.model_type
         self.config = cfg
+        self.pooling = pooling
+        if pooling != "pooler":  # cls / mean: dropout + one linear layer
+            hidden = config.hidden_size if kind != "distilbert" else config.dim
+            self.dropout = nn.Dropout(self._seq_dropout(cfg))
+            self.classifier = nn.Linear(hidden, num_labels)
+            return
         if kind in _HF_HEAD_CLASSES:
             self.classifier = _hf_class(*_HF_HEAD_CLASSES[kind])(cfg)
             return
@@ -103,6 +115,10 @@ class SequenceClassificationHead(TaskHead):
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         kind = self.model_type
+        if self.pooling == "mean":
+            return self.classifier(self.dropout(masked_mean(hidden, attention_mask)))
+        if self.pooling == "cls":
+            return self.classifier(self.dropout(hidden[:, 0]))  # (B, C)
         if kind in _HF_HEAD_CLASSES:
             return self.classifier(hidden)  # these heads take [B, T, H] and pool token 0 themselves
         if kind == "bert":
@@ -122,10 +138,15 @@ class SequenceClassificationHead(TaskHead):
         return F.cross_entropy(logits.view(-1, self.num_labels).float(), labels.view(-1))
 
 
+def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the real tokens' states: hidden [B, T, H], mask [B, T] -> [B, H]."""
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # (B, H)
+
+
 def _modernbert_pool(config, hidden, attention_mask):
     if config.classifier_pooling == "mean":
-        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1)  # (B, H)
+        return masked_mean(hidden, attention_mask)
     return hidden[:, 0]  # (B, H)
 
 
@@ -196,7 +217,8 @@ class QuestionAnsweringHead(_PerTokenHead):
         return (start_loss + end_loss) / 2
 
 
-def build_head(task: str, config, num_labels: int, *, pooler_state: dict | None = None) -> TaskHead:
+def build_head(task: str, config, num_labels: int, *, pooler_state: dict | None = None,
+               pooling: str = "pooler") -> TaskHead:
     """The architecture's head for `task` in {"seq-cls", "token-cls", "qa"}.
 
     Args:
@@ -205,6 +227,8 @@ def build_head(task: str, config, num_labels: int, *, pooler_state: dict | None 
             (then its config and checkpoint pooler weights are used).
         num_labels: classes (seq-cls, token-cls); 2 for qa.
         pooler_state: BERT pooler weights to start from (default: the stack's, if given one).
+        pooling: seq-cls only: "pooler" (the AutoModelForSequenceClassification head), "cls"
+            or "mean" (see POOLINGS).
     """
     if hasattr(config, "layers") and hasattr(config, "config"):  # a stack was passed
         pooler_state = pooler_state if pooler_state is not None else config.pooler_state
@@ -216,7 +240,7 @@ def build_head(task: str, config, num_labels: int, *, pooler_state: dict | None 
             f"num_labels={num_labels!r}; expected a positive integer (the number of classes)"
         )
     if task == "seq-cls":
-        return SequenceClassificationHead(config, num_labels, pooler_state)
+        return SequenceClassificationHead(config, num_labels, pooler_state, pooling)
     if task == "token-cls":
         return TokenClassificationHead(config, num_labels)
     return QuestionAnsweringHead(config, num_labels)

@@ -80,7 +80,9 @@ def build_model(config, manifest: dict, label_names: list) -> Built:
     encoder = load_upper(path, layer=layer) if config.mode == "recycled" else load_full(path)
     torch.manual_seed(config.seed)  # same head initialisation in every mode
     num_labels = 2 if config.task == "qa" else len(label_names)
-    head = build_head(config.task, encoder, num_labels)
+    pooling = getattr(config, "pooling", "auto")
+    pooling = "pooler" if pooling == "auto" else pooling  # the lead's resolve_pooling replaces this
+    head = build_head(config.task, encoder, num_labels, pooling=pooling)
     if config.mode == "recycled":
         model = RecycledModel(encoder, head)
     else:
@@ -98,12 +100,14 @@ def _adapter_config(config, cls):
     return cls(kind=config.adapter)
 
 
-def run_metadata(manifest: dict, data) -> dict:
-    """What RUN/config.json records beyond the TrainConfig: labels and the cache fingerprint."""
+def run_metadata(manifest: dict, data, built: Built | None = None) -> dict:
+    """What RUN/config.json records beyond the TrainConfig: labels, the cache fingerprint and
+    the resolved seq-cls pooling (never "auto", so a run reloads with the head it trained)."""
     keep = ("model", "layer", "weights_sha256", "tokenizer_sha256", "dtype", "hidden_size",
             "max_length", "stride", "corpus")
+    extra = {} if built is None else {"pooling": getattr(built.head, "pooling", "pooler")}
     return {"label_names": list(data.label_names),
-            "cache_fingerprint": {k: manifest.get(k) for k in keep}}
+            "cache_fingerprint": {k: manifest.get(k) for k in keep}, **extra}
 
 
 def corpus_records(config, manifest: dict) -> dict:

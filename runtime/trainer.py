@@ -57,6 +57,7 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     bottleneck_size: int = 64
+    pooling: str = "auto"  # seq-cls: auto | pooler | cls | mean (config.json records the resolved one)
     token_budget: int = 4096  # padded tokens per batch
     max_batch_size: int = 32
     shuffle_window: int = 32  # consecutive keys read together (see runtime.loader)
@@ -99,7 +100,7 @@ def train(config: TrainConfig) -> dict:
     built = inference.build_model(config, reader.manifest, data.label_names)
     source = inference.batch_source(config, reader, built, data)
     if rank == 0:
-        write_run_config(config, inference.run_metadata(reader.manifest, data))
+        write_run_config(config, inference.run_metadata(reader.manifest, data, built))
     state = _State()
     optimizer, schedule = _optimizer(config, built.model, reader, data, world)
     if config.resume:
