@@ -1,0 +1,215 @@
+"""runtime.export / runtime.handoff: every exported format predicts what the run predicts.
+
+Tiny random encoders of three families (BERT, RoBERTa, MPNet) get a layer-2 fp32 cache built in
+PyTorch, a one-epoch run per (task, adapter, pooling) case, and an export per format. On the
+run's test split the exported model, loaded back the way a user loads it, must give the logits
+`runtime.runs`/`runtime.inference.predict_logits` give (what `python -m runtime.predict` ranks
+by), within 1e-4 on every real token. Fresh subprocesses then load each format with only
+transformers / peft / onnxruntime importable (no PYTHONPATH, HF_HUB_OFFLINE=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import WORDS, build_tiny_cache, tiny_rows, write_jsonl
+from tiny_encoders import one_torch_thread  # noqa: F401  (autouse fixture)
+
+TOL = 1e-4
+FAST = dict(epochs=1, lr=1e-2, token_budget=256, max_batch_size=8)
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + ["##s"]
+_SIZES = dict(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+              intermediate_size=64)
+FAMILIES = {  # family -> (config class, config kwargs, tokenizer inputs)
+    "bert": ("BertConfig", dict(max_position_embeddings=64), None),
+    # pad id 0 = the word-piece tokenizer's [PAD], so position ids agree with the tokenizer
+    "roberta": ("RobertaConfig", dict(max_position_embeddings=66, pad_token_id=0,
+                                      type_vocab_size=1), None),
+    "mpnet": ("MPNetConfig", dict(max_position_embeddings=66, pad_token_id=0),
+              ["input_ids", "attention_mask"]),  # MPNet takes no token_type_ids
+}
+# (family, task, adapter, pooling, mode): a table over families, tasks, adapters and heads
+CASES = [
+    ("bert", "seq-cls", "lora", "pooler", "recycled"),
+    ("bert", "seq-cls", "finetune", "cls", "recycled"),
+    ("bert", "seq-cls", "lora", "mean", "full"),
+    ("bert", "token-cls", "finetune", None, "recycled"),
+    ("bert", "qa", "bottleneck", None, "recycled"),
+    ("roberta", "seq-cls", "bottleneck", "pooler", "recycled"),
+    ("roberta", "token-cls", "lora", None, "recycled"),
+    ("roberta", "qa", "finetune", None, "recycled"),
+    ("mpnet", "seq-cls", "lora", "mean", "recycled"),
+    ("mpnet", "token-cls", "bottleneck", None, "recycled"),
+    ("mpnet", "qa", "lora", None, "recycled"),
+]
+CASE_IDS = ["-".join(x for x in c if x) for c in CASES]
+
+
+def _save_family(name: str, folder) -> str:
+    import transformers
+    from transformers import AutoModel, BertTokenizerFast
+
+    cls_name, extra, inputs = FAMILIES[name]
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    kw = {} if inputs is None else {"model_input_names": inputs}
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), **kw).save_pretrained(str(folder))
+    torch.manual_seed(0)
+    config = getattr(transformers, cls_name)(**_SIZES, **extra)
+    AutoModel.from_config(config).save_pretrained(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory):
+    """family -> {model, cache, corpus, labels: {task: path}} (built on first use)."""
+    root = tmp_path_factory.mktemp("handoff")
+    rows = tiny_rows()
+    corpus = write_jsonl(root / "corpus.jsonl", [{"id": r["id"], "text": r["text"]} for r in rows])
+    labels = {
+        "seq-cls": write_jsonl(root / "seq.jsonl", [{"id": r["id"], "label": r["topic"]}
+                                                    for r in rows]),
+        "token-cls": write_jsonl(root / "tok.jsonl", [{"id": r["id"], "words": r["words"],
+                                                       "label": r["tags"]} for r in rows]),
+        "qa": write_jsonl(root / "qa.jsonl", [{"id": r["id"], "label": {
+            "text": r["words"][-1], "answer_start": r["text"].rindex(r["words"][-1])}}
+            for r in rows]),
+    }
+    built = {}
+
+    def get(name):
+        if name not in built:
+            model = _save_family(name, root / name)
+            cache = build_tiny_cache(model, rows, root / f"{name}-cache", corpus=corpus)
+            built[name] = {"model": model, "cache": cache, "labels": labels, "root": root}
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def trained(families):
+    """(family, task, adapter, pooling, mode) -> run folder (trained once)."""
+    from runtime.trainer import TrainConfig, train
+
+    runs = {}
+
+    def get(case):
+        if case not in runs:
+            family, task, adapter, pooling, mode = case
+            f = families(family)
+            out = f["root"] / ("run-" + "-".join(x for x in case if x))
+            train(TrainConfig(cache=f["cache"], labels=f["labels"][task], task=task, out=str(out),
+                              adapter=adapter, pooling=pooling or "auto", mode=mode, **FAST))
+            runs[case] = str(out)
+        return runs[case]
+
+    return get
+
+
+def _runtime_logits(run: str) -> dict:
+    """key -> logits of the run's test split, as runtime.predict computes them."""
+    from runtime import inference, runs
+    from runtime.loader import CacheBatches, TextBatches
+
+    loaded = runs.load_run(run)
+    keys = runs.split_keys(loaded, "test")
+    dummy = {k: runs._dummy_target(loaded.config.task) for k in keys}
+    if loaded.config.mode == "recycled":
+        source = CacheBatches(loaded.reader, dummy, loaded.config.task)
+    else:
+        ids = {k: loaded.reader.token_ids(k).astype(np.int64) for k in keys}
+        source = TextBatches(ids, dummy, loaded.config.task, 0)
+    logits = inference.predict_logits(loaded.config, loaded.built, source, loaded.reader, keys)
+    return {k: (logits[k], loaded.reader.token_ids(k).astype(np.int64)) for k in keys}
+
+
+def _feed(token_ids, names) -> dict:
+    ids = torch.from_numpy(token_ids)[None]  # (1, T)
+    feed = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if "token_type_ids" in names:
+        feed["token_type_ids"] = torch.zeros_like(ids)
+    return feed
+
+
+def _stacked(outputs) -> np.ndarray:
+    """[logits] -> logits[0]; [start, end] -> [2, T] as predict_logits returns qa logits."""
+    arrays = [np.asarray(o)[0] for o in outputs]
+    return arrays[0] if len(arrays) == 1 else np.stack(arrays)
+
+
+def _export(run, out, fmt):
+    from runtime.export import main
+
+    assert main(["--run", run, "--out", str(out), "--format", fmt]) == 0
+    return out
+
+
+def _assert_same(expected: dict, logits_of, names) -> float:
+    worst = 0.0
+    for key, (logits, token_ids) in expected.items():
+        got = _stacked(logits_of(_feed(token_ids, names)))
+        assert got.shape == logits.shape, key
+        worst = max(worst, float(np.abs(got - logits).max()))
+    assert worst <= TOL, worst
+    return worst
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_hf_export_predicts_as_the_run(case, trained, tmp_path):
+    import transformers
+    from runtime.handoff import AUTO_CLASSES, hf_logits
+
+    run = trained(case)
+    out = _export(run, tmp_path / "hf", "hf")
+    config = json.loads((out / "config.json").read_text())
+    task, adapter, pooling = case[1], case[2], case[3]
+    custom = adapter == "bottleneck" or pooling in ("cls", "mean")
+    assert (out / "modeling_recycled.py").exists() == custom  # code only where needed
+    assert ("auto_map" in config) == custom
+    if task != "qa":
+        names = json.loads((out / "README.md").read_text().split("labels (id2label): `")[1]
+                           .split("`")[0])
+        assert config["id2label"] == names
+    model = getattr(transformers, AUTO_CLASSES[task]).from_pretrained(
+        str(out), trust_remote_code=custom).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
+    _assert_same(_runtime_logits(run), lambda feed: hf_logits(model, feed),
+                 tokenizer.model_input_names)
+
+
+PEFT_CASES = [c for c in CASES if c[2] == "lora"]
+
+
+@pytest.mark.parametrize("case", PEFT_CASES, ids=["-".join(x for x in c if x) for c in PEFT_CASES])
+def test_peft_export_predicts_as_the_run(case, trained, families, tmp_path):
+    import transformers
+    from peft import PeftModel
+    from runtime.handoff import AUTO_CLASSES, hf_logits
+
+    run = trained(case)
+    out = _export(run, tmp_path / "peft", "peft")
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    task, pooling = case[1], case[3]
+    cls = getattr(transformers, AUTO_CLASSES[task])
+    if pooling in ("cls", "mean"):  # no transformers head: the base ships beside the adapter
+        base = cls.from_pretrained(str(out / "base"), trust_remote_code=True)
+    else:
+        assert not (out / "base").exists()
+        names = json.loads(open(os.path.join(run, "config.json")).read())["label_names"]
+        labels = {} if task == "qa" else {"id2label": dict(enumerate(names)),
+                                          "label2id": {n: i for i, n in enumerate(names)}}
+        base = cls.from_pretrained(families(case[0])["model"], **labels)
+    assert adapter["peft_type"] == "LORA" and adapter["modules_to_save"]
+    model = PeftModel.from_pretrained(base, str(out)).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
+    _assert_same(_runtime_logits(run), lambda feed: hf_logits(model, feed),
+                 tokenizer.model_input_names)
