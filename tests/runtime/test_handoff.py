@@ -213,3 +213,138 @@ def test_peft_export_predicts_as_the_run(case, trained, families, tmp_path):
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
     _assert_same(_runtime_logits(run), lambda feed: hf_logits(model, feed),
                  tokenizer.model_input_names)
+
+
+# --- a user's fresh process: only transformers / peft / onnxruntime, offline ------------------
+
+TEXTS = ["cat dog run bob in paris", "sun moon alpha", "red blue green gamma ann rome with the"]
+
+
+def _user_process(script: str, tmp_path, **values) -> object:
+    """Run `script` (formatted with the reprs of `values`) in a fresh interpreter without this project
+    on the path; it prints one JSON value, returned here. It fails if `runtime` got imported."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               HF_MODULES_CACHE=str(tmp_path / "hf-modules"))
+    code = "import json, sys\n" + textwrap.dedent(script).format(
+        **{k: repr(v) for k, v in values.items()}) + textwrap.dedent("""
+        assert not [m for m in sys.modules if m.split(".")[0] in ("runtime", "export")], \\
+            "the exported folder imported this project"
+        print(json.dumps(RESULT, default=float))
+        """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _expected_probs(run: str, texts) -> list:
+    """Softmax of the run's own logits per text (one text at a time, no padding)."""
+    from runtime import handoff
+
+    loaded = handoff.load_trained_run(run)
+    tokenizer = handoff.load_tokenizer(loaded)
+    out = []
+    for text in texts:
+        inputs = {k: v.to(torch.long) for k, v in tokenizer([text], return_tensors="pt").items()}
+        logits = handoff.runtime_logits(loaded, inputs)[0][0]
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        out.append((p / p.sum(-1, keepdims=True), loaded.label_names))
+    return out
+
+
+PIPELINE_CASES = [CASES[0], CASES[8], CASES[5], CASES[6], CASES[9]]
+
+
+@pytest.mark.parametrize("case", PIPELINE_CASES,
+                         ids=["-".join(x for x in c if x) for c in PIPELINE_CASES])
+def test_pipeline_in_a_fresh_process(case, trained, tmp_path):
+    task, custom = case[1], case[2] == "bottleneck" or case[3] in ("cls", "mean")
+    run = trained(case)
+    out = _export(run, tmp_path / "hf", "hf")
+    if task == "seq-cls":
+        got = _user_process("""
+            from transformers import pipeline
+            classify = pipeline("text-classification", model={out}, trust_remote_code={trust})
+            RESULT = classify({texts}, top_k=None, truncation=True)
+            """, tmp_path, out=str(out), trust=custom, texts=TEXTS)
+        for rows, (probs, names) in zip(got, _expected_probs(run, TEXTS)):
+            scores = {r["label"]: r["score"] for r in rows}
+            assert set(scores) == set(names)
+            assert max(abs(scores[n] - float(p)) for n, p in zip(names, probs)) <= TOL
+    else:
+        got = _user_process("""
+            from transformers import pipeline
+            tag = pipeline("token-classification", model={out}, trust_remote_code={trust},
+                           ignore_labels=[])
+            RESULT = tag({texts})
+            """, tmp_path, out=str(out), trust=custom, texts=TEXTS)
+        for rows, (probs, names) in zip(got, _expected_probs(run, TEXTS)):
+            assert [r["index"] for r in rows] == list(range(1, len(probs) - 1))  # no [CLS]/[SEP]
+            for r in rows:
+                assert r["entity"] == names[int(probs[r["index"]].argmax())]
+                assert abs(r["score"] - float(probs[r["index"]].max())) <= TOL
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[8]], ids=["bert-pooler", "mpnet-mean"])
+def test_peft_in_a_fresh_process(case, trained, families, tmp_path):
+    run = trained(case)
+    out = _export(run, tmp_path / "peft", "peft")
+    expected = _runtime_logits(run)
+    keys = sorted(expected)
+    custom = case[3] in ("cls", "mean")
+    names = json.loads(open(os.path.join(run, "config.json")).read())["label_names"]
+    got = _user_process("""
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForSequenceClassification as Auto
+        names = {names}
+        if {custom}:
+            base = Auto.from_pretrained({out} + "/base", trust_remote_code=True)
+        else:
+            base = Auto.from_pretrained({base}, id2label=dict(enumerate(names)),
+                                        label2id={{n: i for i, n in enumerate(names)}})
+        model = PeftModel.from_pretrained(base, {out}).eval()
+        RESULT = []
+        with torch.no_grad():
+            for ids in {ids}:
+                ids = torch.tensor([ids])
+                RESULT.append(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0].tolist())
+        """, tmp_path, out=str(out), custom=custom, names=names,
+        base=families(case[0])["model"], ids=[expected[k][1].tolist() for k in keys])
+    worst = max(float(np.abs(np.asarray(g) - expected[k][0]).max()) for g, k in zip(got, keys))
+    assert worst <= TOL
+
+
+# --- bad input: one line on stderr, exit 2, nothing written -----------------------------------
+
+def _one_line_error(capsys, expected: str):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and expected in err, err
+    assert "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "peft"], "exports LoRA runs only"),
+    (["--run", "{tmp}/nowhere"], "is not a finished run folder"),
+    (["--out", "{tmp}/taken"], "already exists and is not an empty folder"),
+], ids=["peft-of-finetune", "no-run", "out-taken"])
+def test_bad_input_exit_2_and_nothing_written(args, message, trained, tmp_path, capsys):
+    from runtime.export import main
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    argv = {"--run": trained(CASES[1]), "--out": str(tmp_path / "new"), "--format": "hf"}
+    for flag, value in zip(args[::2], args[1::2]):
+        argv[flag] = value.format(tmp=tmp_path)
+    capsys.readouterr()  # the training's progress output
+    assert main([x for kv in argv.items() for x in kv]) == 2
+    _one_line_error(capsys, message)
+    assert sorted(os.listdir(tmp_path)) == ["taken"]  # no DIR, no temporary folder left
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+
+
+def test_python_m_entry_point_help():
+    done = subprocess.run([sys.executable, "-m", "runtime.export", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--format {hf,peft,onnx}" in done.stdout
