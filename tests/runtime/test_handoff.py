@@ -159,6 +159,7 @@ def _assert_same(expected: dict, logits_of, names) -> float:
         got = _stacked(logits_of(_feed(token_ids, names)))
         assert got.shape == logits.shape, key
         worst = max(worst, float(np.abs(got - logits).max()))
+    print(f"max abs logit difference {worst:.2e}")  # shown with -s: the README's figure
     assert worst <= TOL, worst
     return worst
 
