@@ -289,10 +289,10 @@ def load_tokenizer(run: TrainedRun):
     return tokenizer
 
 
-def probe_inputs(run: TrainedRun) -> dict:
-    """Right-padded int64 tensors {input_ids, attention_mask[, token_type_ids]} of PROBE_TEXTS."""
+def probe_inputs(run: TrainedRun, texts=PROBE_TEXTS) -> dict:
+    """Right-padded int64 tensors {input_ids, attention_mask[, token_type_ids]} of `texts`."""
     tokenizer = load_tokenizer(run)
-    enc = tokenizer(list(PROBE_TEXTS), padding=True, truncation=True, return_tensors="pt")
+    enc = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
     return {k: v.to(torch.long) for k, v in enc.items()}
 
 
@@ -342,9 +342,16 @@ def hf_logits(model, inputs: dict) -> list:
 
 
 def check_parity(run: TrainedRun, what: str, logits_of) -> float:
-    """Max abs difference of `logits_of(inputs)` against the run on probes; refused above 1e-4."""
-    inputs = probe_inputs(run)
-    diff = max_diff(run, runtime_logits(run, inputs), logits_of(inputs), inputs["attention_mask"])
+    """Max abs difference of `logits_of(inputs)` against the run on probes; refused above 1e-4.
+
+    Two probes: a padded batch of three texts, and one text alone (another batch size and
+    length, so a graph that fixed either shape is caught).
+    """
+    diff = 0.0
+    for texts in (PROBE_TEXTS, PROBE_TEXTS[:1]):
+        inputs = probe_inputs(run, texts)
+        diff = max(diff, max_diff(run, runtime_logits(run, inputs), logits_of(inputs),
+                                  inputs["attention_mask"]))
     if not diff <= TOLERANCE:
         raise RuntimeConfigError(f"the exported {what} differs from the run's model by {diff:.2e} "
                                  f"(max abs logit difference; at most {TOLERANCE} allowed); "

@@ -349,3 +349,44 @@ def test_python_m_entry_point_help():
     done = subprocess.run([sys.executable, "-m", "runtime.export", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "--format {hf,peft,onnx}" in done.stdout
+
+
+# --- onnx ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_onnx_export_predicts_as_the_run(case, trained, tmp_path):
+    import onnxruntime
+
+    run = trained(case)
+    out = _export(run, tmp_path / "onnx", "onnx")
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    assert json.loads((out / "config.json").read_text()).get("id2label") or case[1] == "qa"
+
+    def logits_of(feed):
+        return session.run(None, {n: feed[n].numpy() for n in names})
+
+    _assert_same(_runtime_logits(run), logits_of, names)
+
+
+def test_onnx_in_a_fresh_process(trained, tmp_path):
+    run = trained(CASES[9])  # MPNet token-cls with bottleneck adapters: custom code in the graph
+    out = _export(run, tmp_path / "onnx", "onnx")
+    expected = _runtime_logits(run)
+    keys = sorted(expected)
+    got = _user_process("""
+        import numpy as np
+        import onnxruntime
+        from transformers import AutoTokenizer
+        session = onnxruntime.InferenceSession({out} + "/model.onnx")
+        names = [i.name for i in session.get_inputs()]
+        assert AutoTokenizer.from_pretrained({out}).model_input_names == names, names
+        RESULT = []
+        for ids in {ids}:
+            ids = np.array([ids], dtype=np.int64)
+            feed = {{"input_ids": ids, "attention_mask": np.ones_like(ids)}}
+            RESULT.append(session.run(None, feed)[0][0].tolist())
+        """, tmp_path, out=str(out), ids=[expected[k][1].tolist() for k in keys])
+    worst = max(float(np.abs(np.asarray(g) - expected[k][0]).max()) for g, k in zip(got, keys))
+    assert worst <= TOL
