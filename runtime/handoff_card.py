@@ -32,6 +32,14 @@ enc = tokenizer(["some text"], return_tensors="np", truncation=True)
 outputs = session.run(None, {{i.name: enc[i.name] for i in session.get_inputs()}})
 ```""",
 }
+_REMOTE_NOTES = {
+    "hf": "The folder carries `modeling_recycled.py` (torch and transformers only): the head or "
+          "adapters have no transformers class, so load it with `trust_remote_code=True`.",
+    "peft": "`base/` carries `modeling_recycled.py` (torch and transformers only): the head has "
+            "no transformers class, so load the base with `trust_remote_code=True`.",
+    "onnx": "The graph needs only onnxruntime. config.json names `modeling_recycled.py` (beside "
+            "it) for `AutoConfig.from_pretrained(DIR, trust_remote_code=True)`.",
+}
 _PIPELINES = {"seq-cls": "text-classification", "token-cls": "token-classification",
               "qa": "question-answering"}
 
@@ -62,9 +70,7 @@ def write_card(run, folder: Path, fmt: str, summary: dict) -> None:
         "---", f"library_name: {'peft' if fmt == 'peft' else 'transformers' if fmt == 'hf' else 'onnx'}",
         f"base_model: {run.built.model_path}", f"tags: [embedding-recycling, {c.task}]", "---", "",
         f"# {c.task} model trained with embedding recycling ({fmt} export)", "",
-        f"Layers 0..{fingerprint.get('layer', '?') - 1 if isinstance(fingerprint.get('layer'), int) else '?'}"
-        f" come unchanged from the base checkpoint; the layers above and the head were trained "
-        f"from a cache of layer-K hidden states (`python -m runtime.train`, run `{run.path}`).", "",
+        _provenance(run, fingerprint.get("layer")), "",
         f"- base model: `{run.built.model_path}`",
         f"- K (cached lower layers): {fingerprint.get('layer')}",
         f"- cache fingerprint: `{json.dumps(fingerprint, sort_keys=True)}`",
@@ -77,7 +83,16 @@ def write_card(run, folder: Path, fmt: str, summary: dict) -> None:
         "", "## Loading", "", loader, "",
     ]
     if summary.get("remote_code"):
-        lines += ["The folder carries `modeling_recycled.py` (torch and transformers only): its "
-                  "head or adapters have no transformers class, so load it with "
-                  "`trust_remote_code=True`.", ""]
+        lines += [_REMOTE_NOTES[fmt], ""]
     (folder / "README.md").write_text("\n".join(lines))
+
+
+def _provenance(run, layer) -> str:
+    """Which weights are the checkpoint's and which the run trained, by training mode."""
+    where = f"(`python -m runtime.train --mode {run.config.mode}`, run `{run.path}`)"
+    if run.config.mode == "full":
+        return (f"The embeddings come unchanged from the base checkpoint; all layers carry the "
+                f"run's adapters and the head was trained on raw text {where}.")
+    source = "a cache of layer-K hidden states" if run.config.mode == "recycled" else "raw text"
+    return (f"The embeddings and layers 0..{layer - 1} come unchanged from the base checkpoint; "
+            f"the layers above and the head were trained from {source} {where}.")

@@ -176,9 +176,13 @@ def test_hf_export_predicts_as_the_run(case, trained, tmp_path):
     custom = adapter == "bottleneck" or pooling in ("cls", "mean")
     assert (out / "modeling_recycled.py").exists() == custom  # code only where needed
     assert ("auto_map" in config) == custom
+    card = (out / "README.md").read_text()  # the model card: provenance, recipe, metrics
+    metrics = json.loads(open(os.path.join(run, "metrics.json")).read())
+    assert f"- test metrics of the run (metrics.json): `{json.dumps(metrics, sort_keys=True)}`" in card
+    assert "- K (cached lower layers): 2" in card and f'"adapter": "{adapter}"' in card
+    assert '"weights_sha256": "' in card.split("cache fingerprint:")[1].splitlines()[0]
     if task != "qa":
-        names = json.loads((out / "README.md").read_text().split("labels (id2label): `")[1]
-                           .split("`")[0])
+        names = json.loads(card.split("labels (id2label): `")[1].split("`")[0])
         assert config["id2label"] == names
     model = getattr(transformers, AUTO_CLASSES[task]).from_pretrained(
         str(out), trust_remote_code=custom).eval()
@@ -390,3 +394,39 @@ def test_onnx_in_a_fresh_process(trained, tmp_path):
         """, tmp_path, out=str(out), ids=[expected[k][1].tolist() for k in keys])
     worst = max(float(np.abs(np.asarray(g) - expected[k][0]).max()) for g, k in zip(got, keys))
     assert worst <= TOL
+
+
+# --- the real default model -----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_real_model_pipeline_scores_the_runs_accuracy(tmp_path, jsonl):
+    """all-MiniLM-L6-v2, K=3, LoRA: the text-classification pipeline on the exported folder
+    predicts every test example as runtime.predict does, so it scores metrics.json's accuracy."""
+    from export.build import BuildConfig, build_cache
+    from runtime import runs
+    from runtime.trainer import TrainConfig, train
+    from test_predict_real import TEXTS as TOPICS
+
+    rows = [{"id": f"{label}-{i}-{j}", "text": f"{text} {'again ' * j}".strip(), "label": label}
+            for label, texts in TOPICS.items() for i, text in enumerate(texts) for j in range(5)]
+    corpus = jsonl(tmp_path / "corpus.jsonl", [{"id": r["id"], "text": r["text"]} for r in rows])
+    labels = jsonl(tmp_path / "labels.jsonl", [{"id": r["id"], "label": r["label"]} for r in rows])
+    cache = str(tmp_path / "cache")
+    build_cache(BuildConfig(layer=3, corpus=corpus, out=cache, dtype="fp32", max_length=32,
+                            progress=False))
+    run = str(tmp_path / "run")
+    metrics = train(TrainConfig(cache=cache, labels=labels, task="seq-cls", out=run, epochs=1))
+    out = _export(run, tmp_path / "hf", "hf")
+    loaded = runs.load_run(run)
+    keys = runs.split_keys(loaded, "test")
+    text = {r["id"]: r["text"] for r in rows}
+    gold = {r["id"]: r["label"] for r in rows}
+    predicted = {p["id"]: p["label"] for p in runs.predict_keys(loaded, keys)}
+    got = _user_process("""
+        from transformers import pipeline
+        classify = pipeline("text-classification", model={out}, trust_remote_code=True)
+        RESULT = [r["label"] for r in classify({texts}, truncation=True)]
+        """, tmp_path, out=str(out), texts=[text[k] for k in keys])
+    assert got == [predicted[k] for k in keys]
+    accuracy = sum(g == gold[k] for g, k in zip(got, keys)) / len(keys)
+    assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-9)
