@@ -430,3 +430,38 @@ def test_real_model_pipeline_scores_the_runs_accuracy(tmp_path, jsonl):
     assert got == [predicted[k] for k in keys]
     accuracy = sum(g == gold[k] for g, k in zip(got, keys)) / len(keys)
     assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-9)
+
+
+# --- every supported architecture family, hf format ---------------------------------------------
+
+@pytest.mark.parametrize("name", ["distilbert", "electra-e16", "xlm-roberta", "deberta-v3",
+                                  "modernbert"])
+def test_hf_export_of_other_families(name, tmp_path):
+    """The other families' seq-cls LoRA runs (architecture head) export without code, exactly."""
+    import transformers
+    from transformers import AutoModel, BertTokenizerFast
+
+    from runtime.trainer import TrainConfig, train
+    from tiny_encoders import make_config
+
+    model_dir = tmp_path / name
+    model_dir.mkdir()
+    vocab = VOCAB + [f"w{i}" for i in range(100 - len(VOCAB))]  # the configs' vocab_size 100
+    (model_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(model_dir / "vocab.txt"),
+                      model_input_names=["input_ids", "attention_mask"]).save_pretrained(str(model_dir))
+    torch.manual_seed(0)
+    AutoModel.from_config(make_config(name, None)).save_pretrained(str(model_dir))
+    rows = tiny_rows(45)
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"id": r["id"], "text": r["text"]} for r in rows])
+    labels = write_jsonl(tmp_path / "seq.jsonl", [{"id": r["id"], "label": r["topic"]} for r in rows])
+    cache = build_tiny_cache(str(model_dir), rows, tmp_path / "cache", corpus=corpus)
+    run = str(tmp_path / "run")
+    train(TrainConfig(cache=cache, labels=labels, task="seq-cls", out=run, pooling="pooler", **FAST))
+    out = _export(run, tmp_path / "hf", "hf")
+    assert not (out / "modeling_recycled.py").exists()
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
+    from runtime.handoff import hf_logits
+
+    _assert_same(_runtime_logits(run), lambda feed: hf_logits(model, feed),
+                 ["input_ids", "attention_mask"])
