@@ -58,7 +58,12 @@ def _fresh_base(run, base_dir):
     if base_dir is not None:
         return cls.from_pretrained(str(base_dir), trust_remote_code=True).eval()
     config = handoff.hf_config(run, remote=False)
-    return cls.from_pretrained(run.built.model_path, config=config).eval()
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # "newly initialized" head: the adapter has it
+    try:
+        return cls.from_pretrained(run.built.model_path, config=config).eval()
+    finally:
+        transformers.logging.set_verbosity(verbosity)
 
 
 def load_peft(run, folder: Path, base_dir):
