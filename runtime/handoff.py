@@ -101,7 +101,11 @@ def export_run(config: ExportConfig) -> dict:
     out = Path(config.out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:
+        raise RuntimeConfigError(f"cannot create {str(tmp)!r} beside --out ({exc.strerror}); "
+                                 "pick an --out in a folder you can write") from None
     try:
         summary = _WRITERS[config.format](run, tmp)
         from runtime.handoff_card import write_card
