@@ -165,7 +165,9 @@ def run(config: ReportConfig, log=print) -> dict:
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    model_path = Path(config.model) if config.model else default_model_path()
+    from export.models import resolve_model
+
+    model_path = resolve_model(config.model) if config.model else default_model_path()
     n_layers = num_layers(model_path)
     main_k = n_layers // 2
     records = sample_articles(config.num_docs, config.seed)
@@ -274,7 +276,9 @@ def summarise(config, model_path, n_layers, main_k, num_docs, per_k, builds, thr
 def _model_name(config: ReportConfig, model_path) -> str:
     from export.defaults import DEFAULT_MODEL_NAME
 
-    return DEFAULT_MODEL_NAME if config.model is None else Path(model_path).name
+    from export.models import model_name
+
+    return DEFAULT_MODEL_NAME if config.model is None else model_name(model_path)
 
 
 def _device_name() -> str:

@@ -21,6 +21,7 @@ from .defaults import BUILTIN_CORPUS, DEFAULT_MODEL_NAME, default_corpus_records
 from .defaults import default_model_path, default_out_dir
 from .errors import ExportError
 from .fingerprint import check_model_dir, tokenizer_sha256, weights_sha256
+from .models import model_name
 from .onnx_export import EXPORTERS, export_lower, load_config
 from .session import DEVICES, LowerSession
 from .sharding import check_shard, mark_done, merge_if_complete, part_name, select_shard
@@ -149,7 +150,7 @@ def _metadata(config, model_path: Path, model_config, tokenizer, pairs: bool) ->
     is_default = config.model is None
     return {
         "model": str(model_path),
-        "model_name": DEFAULT_MODEL_NAME if is_default else model_path.name,
+        "model_name": DEFAULT_MODEL_NAME if is_default else model_name(model_path),
         "weights_sha256": weights_sha256(model_path),
         "architecture": model_config.model_type,
         "layer": config.layer,

@@ -77,6 +77,8 @@ def default_corpus_records() -> list[Record]:
 def default_out_dir(model: str | Path | None, corpus: str | Path | None, layer: int,
                     dtype: str) -> Path:
     """`caches/<model-name>-<corpus-name>-L<K>-<dtype>`, relative to the working directory."""
-    model_name = DEFAULT_MODEL_NAME if model is None else Path(model).resolve().name
+    from .models import model_name as _model_name, resolve_model
+
+    model_name = DEFAULT_MODEL_NAME if model is None else _model_name(resolve_model(model))
     corpus_name = BUILTIN_CORPUS_NAME if corpus is None else Path(corpus).stem
     return Path("caches") / f"{model_name}-{corpus_name}-L{layer}-{dtype}"

@@ -30,8 +30,11 @@ def weight_files(model_path: str | Path) -> list[Path]:
 
 
 def check_model_dir(model_path: str | Path) -> Path:
-    """The checkpoint folder, resolved; a one-line error when it is not one."""
-    path = Path(model_path)
+    """The checkpoint folder (a path or a known name, see export.models), resolved; a one-line
+    error when it is not one."""
+    from .models import resolve_model
+
+    path = resolve_model(model_path)
     if not path.is_dir():
         raise ExportError(f"model folder {path} does not exist; pass --model a folder saved "
                           f"with save_pretrained")

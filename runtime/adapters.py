@@ -5,7 +5,8 @@ a RecycledModel/FullModel (then the head stays trainable). It freezes the encode
 adapters to the listed layers (absolute layer numbers of the checkpoint, so the same numbers mean
 the same layers in the upper stack and in the full encoder) and returns the trainable names.
 
-    lora        peft LoRA on each layer's query and value projections (per-architecture names)
+    lora        peft LoRA on each layer's query and value projections (per-architecture names),
+                or with targets="all" on every linear layer of the layer (attention and FFN)
     bottleneck  Houlsby: a bottleneck (down, activation, up) after the attention-output and the
                 FFN-output projections of each layer; the up-projection starts at zero, so the
                 adapted model starts equal to the base model
@@ -31,6 +32,7 @@ from torch import nn
 from runtime.errors import RuntimeConfigError
 
 KINDS = ("lora", "bottleneck", "finetune", "none")
+LORA_TARGETS = ("attention", "all")
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 META_FILE = "recycling_adapters.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -45,6 +47,8 @@ class AdapterConfig:
     alpha: float = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
     dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA / bottleneck input"})
     bottleneck_size: int = field(default=64, metadata={"help": "Houlsby bottleneck width"})
+    targets: str = field(default="attention", metadata={
+        "help": "LoRA: attention (query and value projections) | all (every linear of a layer)"})
     activation: str = field(default="gelu", metadata={"help": "bottleneck nonlinearity"})
 
     def __post_init__(self) -> None:
@@ -58,6 +62,9 @@ class AdapterConfig:
             raise RuntimeConfigError(f"adapter alpha={self.alpha!r}; expected a positive number")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise RuntimeConfigError(f"adapter dropout={self.dropout!r}; expected 0 <= dropout < 1")
+        if self.targets not in LORA_TARGETS:
+            raise RuntimeConfigError(f"adapter targets {self.targets!r} is unknown; expected one of "
+                                     f"{list(LORA_TARGETS)}")
         if self.activation not in ACTIVATIONS:
             raise RuntimeConfigError(
                 f"adapter activation {self.activation!r} is unknown; expected one of {sorted(ACTIVATIONS)}"
@@ -127,20 +134,29 @@ def _check_layers(stack, wrapper, layers) -> tuple[int, ...]:
     return chosen
 
 
-def _lora_targets(stack, layers) -> list[str]:
+def _lora_targets(stack, layers, targets: str = "attention") -> list[str]:
     names = []
     for i in layers:
         prefix = f"layers.{i - stack.layer}."
         layer = stack.layers[i - stack.layer]
         names += [prefix + n for n, m in layer.named_modules()
-                  if n.split(".")[-1] in stack.family.lora_targets and isinstance(m, nn.Linear)]
+                  if isinstance(m, nn.Linear)
+                  and (targets == "all" or n.split(".")[-1] in stack.family.lora_targets)]
     return names
+
+
+def _lora_leaf_names(stack, targets: str) -> list[str]:
+    """The Linear names (last path component) LoRA adapts inside a layer, for peft's config."""
+    if targets != "all":
+        return list(stack.family.lora_targets)
+    return sorted({n.split(".")[-1] for n, m in stack.layers[0].named_modules()
+                   if isinstance(m, nn.Linear)})
 
 
 def _add_lora(stack, config: AdapterConfig, layers) -> None:
     from peft import LoraConfig, inject_adapter_in_model
 
-    targets = _lora_targets(stack, layers)
+    targets = _lora_targets(stack, layers, config.targets)
     if not targets:
         raise RuntimeConfigError(
             f"no LoRA target modules {stack.family.lora_targets} in layers {list(layers)}; "
@@ -276,7 +292,7 @@ def _peft_config(stack):
 
     c = stack.adapter_config
     return LoraConfig(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, bias="none",
-                      target_modules=list(stack.family.lora_targets),
+                      target_modules=_lora_leaf_names(stack, c.targets),
                       layers_to_transform=list(stack.adapter_layers),
                       layers_pattern=stack.family.layers_path.split(".")[-1])
 

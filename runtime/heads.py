@@ -82,7 +82,7 @@ class SequenceClassificationHead(TaskHead):
         kind = config.model_type
         self.config = cfg
         self.pooling = pooling
-        if pooling != "pooler":  # cls / mean: dropout + one linear layer
+        if pooling != "pooler":  # cls / mean: dropout + one linear layer, as sentence-transformers
             hidden = config.hidden_size if kind != "distilbert" else config.dim
             self.dropout = nn.Dropout(self._seq_dropout(cfg))
             self.classifier = nn.Linear(hidden, num_labels)
@@ -131,11 +131,14 @@ class SequenceClassificationHead(TaskHead):
             pooled = self.head(_modernbert_pool(self.config, hidden, attention_mask))
         return self.classifier(self.dropout(pooled))
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy on long labels [B]; mean squared error when num_labels == 1."""
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor,
+             class_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy on long labels [B] (optionally class-weighted); mean squared error
+        when num_labels == 1."""
         if self.num_labels == 1:
             return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-        return F.cross_entropy(logits.view(-1, self.num_labels).float(), labels.view(-1))
+        return F.cross_entropy(logits.view(-1, self.num_labels).float(), labels.view(-1),
+                               weight=class_weights)
 
 
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -181,9 +184,10 @@ class TokenClassificationHead(_PerTokenHead):
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self._logits(hidden)
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor,
+             class_weights: torch.Tensor | None = None) -> torch.Tensor:
         flat = logits.reshape(-1, self.num_labels).float()  # (B*T, C)
-        return F.cross_entropy(flat, labels.reshape(-1), ignore_index=-100)
+        return F.cross_entropy(flat, labels.reshape(-1), ignore_index=-100, weight=class_weights)
 
 
 class QuestionAnsweringHead(_PerTokenHead):
@@ -234,7 +238,7 @@ def build_head(task: str, config, num_labels: int, *, pooler_state: dict | None 
         num_labels: classes (seq-cls, token-cls); 2 for qa.
         pooler_state: BERT pooler weights to start from (default: the stack's, if given one).
         pooling: seq-cls only: "pooler" (the AutoModelForSequenceClassification head), "cls"
-            or "mean" (see POOLINGS).
+            or "mean" (see POOLINGS; `resolve_pooling` turns "auto" into one of them).
     """
     if hasattr(config, "layers") and hasattr(config, "config"):  # a stack was passed
         pooler_state = pooler_state if pooler_state is not None else config.pooler_state
@@ -298,3 +302,34 @@ def best_span(start_logits, end_logits, context_mask, max_answer_len: int):
     if squeeze:
         return start[0], end[0], best[0]
     return start, end, best
+
+
+def resolve_pooling(requested: str, model_path) -> str:
+    """`auto` follows a sentence-transformers checkpoint's pooling, else "pooler".
+
+    all-MiniLM-L6-v2 and all-mpnet-base-v2 were trained through their mean-pooled output; their
+    BERT/MPNet pooler was never trained for classification (a probe on it stays at the majority
+    class), so `auto` reads `modules.json` and the Pooling module's `config.json` when present.
+    """
+    import json
+    import os
+
+    if requested != "auto":
+        if requested not in POOLINGS:
+            raise RuntimeConfigError(f"pooling {requested!r} is unknown; expected auto or one "
+                                     f"of {list(POOLINGS)}")
+        return requested
+    modules = os.path.join(str(model_path), "modules.json")
+    if not os.path.isfile(modules):
+        return "pooler"
+    with open(modules, encoding="utf-8") as f:
+        entries = json.load(f)
+    for entry in entries if isinstance(entries, list) else []:
+        if str(entry.get("type", "")).endswith("models.Pooling"):
+            pooling_config = os.path.join(str(model_path), entry.get("path", ""), "config.json")
+            if not os.path.isfile(pooling_config):
+                return "mean"  # sentence-transformers' own default
+            with open(pooling_config, encoding="utf-8") as f:
+                modes = json.load(f)
+            return "cls" if modes.get("pooling_mode_cls_token") else "mean"
+    return "pooler"

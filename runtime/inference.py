@@ -53,8 +53,9 @@ def open_cache(path: str, *, model: str | None = None, layer: int | None = None)
                                  f"rebuild it with --layer {layer} or pass --layer {m.get('layer')}")
     if model is not None and m.get("weights_sha256"):
         from export.fingerprint import weights_sha256
+        from export.models import resolve_model
 
-        if weights_sha256(model) != m["weights_sha256"]:
+        if weights_sha256(resolve_model(model)) != m["weights_sha256"]:
             raise RuntimeConfigError(
                 f"cache {path!r} was built from other weights ({m.get('model')}) than {model!r} "
                 "(weights_sha256 differs); rebuild the cache from this model or drop --model")
@@ -63,6 +64,10 @@ def open_cache(path: str, *, model: str | None = None, layer: int | None = None)
 
 def model_path_of(config, manifest: dict) -> str:
     path = config.model or manifest.get("model")
+    if config.model:
+        from export.models import resolve_model  # a known name: its installed folder
+
+        path = resolve_model(config.model)
     if not path or not os.path.isdir(str(path)):
         raise RuntimeConfigError(f"model folder {path!r} (from the cache manifest) does not "
                                  "exist; pass --model with the checkpoint the cache was built from")
@@ -72,7 +77,7 @@ def model_path_of(config, manifest: dict) -> str:
 def build_model(config, manifest: dict, label_names: list) -> Built:
     """The mode's model (see module docstring), with adapters applied, in train mode."""
     from runtime.adapters import AdapterConfig, apply_adapters
-    from runtime.heads import build_head
+    from runtime.heads import build_head, resolve_pooling
     from runtime.models import FullModel, RecycledModel
     from runtime.upper import load_full, load_upper
 
@@ -80,8 +85,7 @@ def build_model(config, manifest: dict, label_names: list) -> Built:
     encoder = load_upper(path, layer=layer) if config.mode == "recycled" else load_full(path)
     torch.manual_seed(config.seed)  # same head initialisation in every mode
     num_labels = 2 if config.task == "qa" else len(label_names)
-    pooling = getattr(config, "pooling", "auto")
-    pooling = "pooler" if pooling == "auto" else pooling  # the lead's resolve_pooling replaces this
+    pooling = resolve_pooling(getattr(config, "pooling", "auto"), path)
     head = build_head(config.task, encoder, num_labels, pooling=pooling)
     if config.mode == "recycled":
         model = RecycledModel(encoder, head)
@@ -94,7 +98,8 @@ def build_model(config, manifest: dict, label_names: list) -> Built:
 
 def _adapter_config(config, cls):
     if config.adapter == "lora":
-        return cls(kind="lora", r=config.lora_r, alpha=config.lora_alpha)
+        return cls(kind="lora", r=config.lora_r, alpha=config.lora_alpha,
+                   targets=getattr(config, "lora_targets", "attention"))
     if config.adapter == "bottleneck":
         return cls(kind="bottleneck", bottleneck_size=config.bottleneck_size)
     return cls(kind=config.adapter)
@@ -106,8 +111,8 @@ def run_metadata(manifest: dict, data, built: Built | None = None) -> dict:
     keep = ("model", "layer", "weights_sha256", "tokenizer_sha256", "dtype", "hidden_size",
             "max_length", "stride", "corpus")
     extra = {} if built is None else {"pooling": getattr(built.head, "pooling", "pooler")}
-    return {"label_names": list(data.label_names),
-            "cache_fingerprint": {k: manifest.get(k) for k in keep}, **extra}
+    return {**extra, "label_names": list(data.label_names),
+            "cache_fingerprint": {k: manifest.get(k) for k in keep}}
 
 
 def corpus_records(config, manifest: dict) -> dict:

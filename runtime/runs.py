@@ -41,7 +41,8 @@ def load_run(run: str, *, task: str | None = None, cache: str | None = None,
                                  f"{task!r}; pick a run of that task or drop --task")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
-    config = dataclasses.replace(config, cache=cache or config.cache, device=device, seed=0)
+    # the saved seed is kept: with no split column it drew the split that training held out
+    config = dataclasses.replace(config, cache=cache or config.cache, device=device)
     reader = inference.open_cache(config.cache)
     _check_fingerprint(run, saved.get("cache_fingerprint", {}), reader.manifest)
     built = inference.build_model(config, reader.manifest, saved["label_names"])

@@ -1,0 +1,303 @@
+"""`python -m bench.fidelity`: the paper's accuracy comparison, the linear probe and the K sweep.
+
+    python -m bench.fidelity --model all-MiniLM-L6-v2 --task wnut16 --layer 3 --seeds 0 1 2
+    python -m bench.fidelity --model all-mpnet-base-v2 --task bbc-news --layer 6 --max-length 128
+    python -m bench.fidelity --task wnut16 --sweep --configs recycled-finetune   # K = 1 .. N-1
+    python -m bench.fidelity --task bbc-news --max-train-examples 200 --probe    # small data
+
+Every run goes through `runtime.trainer.train` with the same built-in split, the same seeds and
+the same batches in every mode, so the only difference between two rows of a table is the
+configuration: where the model starts (full fine-tuning from token ids, frozen below K, or
+recycled from the int8 cache at K) and what trains (fine-tuning, LoRA, bottleneck adapters).
+Each run is appended to a JSON-lines file (the runs are kept), and the summary prints the mean
+and standard deviation over seeds. `--sweep` repeats the comparison for every K and draws test
+score and training speedup (full train seconds per epoch / recycled) against K in one PNG.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+MODES = ("full", "frozen", "recycled")
+ADAPTERS = ("finetune", "lora", "bottleneck")
+CONFIGS = tuple(f"{m}-{a}" for m in MODES for a in ADAPTERS)
+PRIMARY = {"seq-cls": "accuracy", "token-cls": "f1"}
+
+
+@dataclasses.dataclass(frozen=True)
+class FidelityConfig:
+    """One comparison: a model, a built-in task, K, the configurations and the seeds."""
+
+    model: str | None = None  # a known name (all-MiniLM-L6-v2, all-mpnet-base-v2) or a folder
+    task: str = "wnut16"  # bbc-news | wnut16
+    layer: int | None = None  # K; None: N // 2
+    configs: tuple = ("full-finetune", "recycled-finetune", "full-lora", "recycled-lora")
+    seeds: tuple = (0, 1, 2)
+    max_length: int | None = None  # None: the task's own (BBC 256, WNUT-16 128)
+    max_train_examples: int | None = None  # a seeded subset of the train split
+    epochs: int | None = None  # None: the recipe's default
+    overrides: tuple = ()  # ("key=value", ...) applied to every TrainConfig
+    device: str = "cpu"
+    cache_root: str = "caches"
+    out: str = "fidelity.jsonl"  # runs are appended here
+
+
+def run_one(config: FidelityConfig, name: str, seed: int, cache: str, labels: str,
+            task: str, layer: int, work: str) -> dict:
+    """Train one configuration with one seed; returns the JSON record of the run."""
+    from runtime.trainer import TrainConfig, train
+
+    mode, adapter = name.split("-", 1)
+    fields = dict(cache=cache, labels=labels, task=task, mode=mode, adapter=adapter, seed=seed,
+                  out=os.path.join(work, f"{name}-s{seed}"), device=config.device,
+                  overwrite=True, max_train_examples=config.max_train_examples,
+                  model=config.model)
+    if config.epochs:
+        fields["epochs"] = config.epochs
+    fields.update(_parse_overrides(config.overrides))
+    train_config = TrainConfig(**fields)
+    t0 = time.perf_counter()
+    metrics = train(train_config)
+    return {"model": _model_label(config), "task": config.task, "layer": layer, "config": name,
+            "seed": seed, "metrics": metrics, "wall_seconds": round(time.perf_counter() - t0, 2),
+            "max_length": config.max_length, "max_train_examples": config.max_train_examples,
+            "train_config": {k: v for k, v in dataclasses.asdict(train_config).items()
+                             if k not in ("cache", "labels", "out", "model")},
+            "learning_rate": train_config.learning_rate,
+            "head_learning_rate": train_config.head_learning_rate,
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def compare(config: FidelityConfig, layer: int | None = None, log=print) -> list:
+    """Every configuration x seed at one K; appends each run to `config.out`; returns them."""
+    from runtime.tasks import get_task, prepare_builtin
+
+    k = layer or config.layer or _num_layers(config) // 2
+    prepared = prepare_builtin(config.task, layer=k, model=config.model, root=config.cache_root,
+                               max_length=config.max_length)
+    records = []
+    with tempfile.TemporaryDirectory(prefix="fidelity-") as work:
+        for name in config.configs:
+            for seed in config.seeds:
+                log(f"== {config.task} K={k} {name} seed {seed}")
+                record = run_one(config, name, seed, prepared.cache, prepared.labels,
+                                 get_task(config.task).task, k, work)
+                _append(config.out, record)
+                records.append(record)
+                log(f"   {json.dumps(record['metrics'])}")
+    return records
+
+
+def linear_probe(config: FidelityConfig, log=print) -> list:
+    """The probe per seed (the seed draws the train subset); appended to `config.out`."""
+    from bench.probe import final_states, probe
+    from runtime.inference import open_cache
+    from runtime.labels import LabelsConfig, load_labelled
+    from runtime.tasks import get_task, prepare_builtin
+    from runtime.trainer import TrainConfig, subset_train
+    from runtime.upper import load_upper
+
+    k = config.layer or _num_layers(config) // 2
+    prepared = prepare_builtin(config.task, layer=k, model=config.model, root=config.cache_root,
+                               max_length=config.max_length)
+    reader = open_cache(prepared.cache)
+    upper = load_upper(_model_path(config, reader), layer=k).to(config.device)
+    task = get_task(config.task).task
+    data = load_labelled(LabelsConfig(path=prepared.labels, task=task), reader)
+    states = final_states(reader, upper, [e.key for e in data.examples], config.device)
+    records = []
+    for seed in config.seeds:
+        sub = subset_train(data, TrainConfig(cache="", labels="", task=task, out="", seed=seed,
+                                             max_train_examples=config.max_train_examples))
+        result = probe(task, sub, states, sub.split("train"), sub.split("dev"), sub.split("test"))
+        record = {"model": _model_label(config), "task": config.task, "layer": k,
+                  "config": "linear-probe", "seed": seed,
+                  "metrics": {PRIMARY[task]: result["test"], "dev": result["dev"],
+                              "l2": result["l2"]},
+                  "max_length": config.max_length,
+                  "max_train_examples": config.max_train_examples,
+                  "date": time.strftime("%Y-%m-%d")}
+        _append(config.out, record)
+        records.append(record)
+        log(f"== probe seed {seed}: {json.dumps(record['metrics'])}")
+    return records
+
+
+def sweep(config: FidelityConfig, log=print) -> list:
+    """`compare` at every K = 1 .. N-1; full-* configurations (the same at every K) run once."""
+    full = tuple(c for c in config.configs if c.startswith("full"))
+    rest = tuple(c for c in config.configs if not c.startswith("full"))
+    records = []
+    for k in range(1, _num_layers(config)):
+        configs = rest + (full if k == 1 else ())
+        records += compare(dataclasses.replace(config, configs=configs), layer=k, log=log)
+    return records
+
+
+def summarize(records: list) -> list:
+    """Rows (model, task, K, config, n, mean, std, train s/epoch) over seeds, in first-seen order."""
+    groups = {}
+    for r in records:
+        key = (r["model"], r["task"], r["layer"], r["config"], r.get("max_train_examples"))
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for (model, task, k, name, subset), runs in groups.items():
+        metric = "accuracy" if "accuracy" in runs[0]["metrics"] else "f1"
+        scores = [100 * r["metrics"][metric] for r in runs]
+        per_epoch = [r["metrics"]["train_seconds"] / r["metrics"]["epochs_run"]
+                     for r in runs if "train_seconds" in r["metrics"]]
+        rows.append({"model": model, "task": task, "layer": k, "config": name,
+                     "subset": subset, "metric": metric, "n": len(scores),
+                     "mean": statistics.fmean(scores),
+                     "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                     "seconds_per_epoch": statistics.fmean(per_epoch) if per_epoch else None})
+    return rows
+
+
+def format_table(rows: list) -> str:
+    lines = [f"{'model':<18} {'task':<9} {'K':>2} {'config':<20} {'n':>2} "
+             f"{'metric':<8} {'mean':>6} {'std':>5} {'s/epoch':>8}"]
+    for r in rows:
+        spe = f"{r['seconds_per_epoch']:.1f}" if r["seconds_per_epoch"] else "-"
+        lines.append(f"{r['model']:<18} {r['task']:<9} {r['layer']:>2} {r['config']:<20} "
+                     f"{r['n']:>2} {r['metric']:<8} {r['mean']:>6.2f} {r['std']:>5.2f} {spe:>8}")
+    return "\n".join(lines)
+
+
+def plot_sweep(rows: list, path: str) -> None:
+    """Test score and training speedup (full s/epoch over recycled s/epoch) against K."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    speed_ax = ax.twinx()
+    for name in sorted({r["config"] for r in rows if r["config"].startswith("recycled")}):
+        pts = sorted((r["layer"], r["mean"], r["seconds_per_epoch"]) for r in rows
+                     if r["config"] == name)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{name} (score)")
+        full = [r for r in rows if r["config"] == name.replace("recycled", "full")]
+        sp = [(k, full[0]["seconds_per_epoch"] / s) for k, _, s in pts if full and s]
+        if sp:
+            speed_ax.plot([p[0] for p in sp], [p[1] for p in sp], "s--", alpha=0.6,
+                          label=f"{name} (speedup)")
+    for r in rows:
+        if r["config"].startswith("full"):
+            ax.axhline(r["mean"], color="grey", lw=0.8, ls=":")
+            ax.axhline(r["mean"] - 1.0, color="red", lw=0.8, ls=":")
+    ax.set_xlabel("K (layers recycled from the cache)")
+    ax.set_ylabel(f"test {rows[0]['metric']} (mean of seeds)")
+    speed_ax.set_ylabel("training speedup, full / recycled")
+    ax.legend(loc="lower left", fontsize=7)
+    speed_ax.legend(loc="upper right", fontsize=7)
+    ax.set_title(f"{rows[0]['model']} on {rows[0]['task']}: K sweep (dotted: full, full - 1)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _parse_overrides(items) -> dict:
+    from runtime.errors import RuntimeConfigError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise RuntimeConfigError(f"--set {item!r}: expected key=value")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare string such as lora_targets=all
+    return out
+
+
+def _append(path: str, record: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _model_path(config: FidelityConfig, reader=None) -> str:
+    from export.defaults import default_model_path
+    from export.models import resolve_model
+
+    return str(resolve_model(config.model) if config.model else default_model_path())
+
+
+def _model_label(config: FidelityConfig) -> str:
+    from export.models import model_name
+
+    return model_name(_model_path(config))
+
+
+def _num_layers(config: FidelityConfig) -> int:
+    from runtime.upper import num_layers
+
+    return num_layers(_model_path(config))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.fidelity", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", help="all-MiniLM-L6-v2 (default), all-mpnet-base-v2, or a folder")
+    p.add_argument("--task", choices=["bbc-news", "wnut16"], default="wnut16")
+    p.add_argument("--layer", type=int, help="K (default N // 2)")
+    p.add_argument("--configs", default="full-finetune,recycled-finetune,full-lora,recycled-lora",
+                   help=f"comma-separated, of {', '.join(CONFIGS)}")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--max-length", type=int, help="tokens per record (default: the task's)")
+    p.add_argument("--max-train-examples", type=int, help="seeded train subset per seed")
+    p.add_argument("--epochs", type=int, help="epochs (default: the recipe's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a TrainConfig field for every run, e.g. --set lr=3e-3")
+    p.add_argument("--probe", action="store_true", help="also run the linear probe")
+    p.add_argument("--sweep", action="store_true", help="every K = 1 .. N-1")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--cache-root", default="caches")
+    p.add_argument("--out", default="fidelity.jsonl", help="JSON-lines file the runs append to")
+    p.add_argument("--plot", help="PNG of the K sweep")
+    p.add_argument("--summary", action="store_true",
+                   help="only print the table of the runs already in --out")
+    return p
+
+
+def main(argv=None) -> int:
+    from export.errors import ExportError
+    from runtime.errors import RuntimeConfigError
+
+    args = parser().parse_args(argv)
+    configs = tuple(c for c in args.configs.split(",") if c)
+    bad = [c for c in configs if c not in CONFIGS]
+    if bad:
+        print(f"error: unknown config {bad[0]!r}; expected of {', '.join(CONFIGS)}", file=sys.stderr)
+        return 2
+    config = FidelityConfig(model=args.model, task=args.task, layer=args.layer, configs=configs,
+                            seeds=tuple(args.seeds), max_length=args.max_length,
+                            max_train_examples=args.max_train_examples, epochs=args.epochs,
+                            overrides=tuple(args.overrides), device=args.device,
+                            cache_root=args.cache_root, out=args.out)
+    try:
+        if not args.summary:
+            if args.probe:
+                linear_probe(config)
+            if configs:
+                sweep(config) if args.sweep else compare(config)
+        with open(config.out, encoding="utf-8") as f:
+            rows = summarize([json.loads(line) for line in f if line.strip()])
+    except (RuntimeConfigError, ExportError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(rows))
+    if args.plot:
+        plot_sweep([r for r in rows if r["task"] == config.task], args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
