@@ -122,13 +122,10 @@ def export_run(config: ExportConfig) -> dict:
 def load_trained_run(run: str) -> TrainedRun:
     """Rebuild run folder `run` (config.json, weights.pt) from its checkpoint, no cache needed."""
     from runtime import inference
-    from runtime.runs import _read_run_config
-    from runtime.trainer import TrainConfig
+    from runtime.runs import LEGACY_DEFAULTS, _read_run_config, saved_train_config
 
-    saved = _read_run_config(run)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
-    config = dataclasses.replace(config, device="cpu")
+    saved = {**LEGACY_DEFAULTS, **_read_run_config(run)}
+    config = dataclasses.replace(saved_train_config(saved), device="cpu")
     fingerprint = saved.get("cache_fingerprint") or {}
     manifest = {"model": fingerprint.get("model"), "layer": fingerprint.get("layer")}
     if manifest["layer"] is None:
@@ -150,7 +147,7 @@ def load_trained_run(run: str) -> TrainedRun:
     metrics_path = os.path.join(run, "metrics.json")
     metrics = json.loads(Path(metrics_path).read_text()) if os.path.isfile(metrics_path) else {}
     return TrainedRun(run, saved, config, built, list(saved["label_names"]),
-                      saved.get("pooling", "pooler"), metrics)
+                      saved["pooling"], metrics)
 
 
 def _check_weights(run: str, model_path: str, fingerprint: dict) -> None:

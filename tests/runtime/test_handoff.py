@@ -465,3 +465,28 @@ def test_hf_export_of_other_families(name, tmp_path):
 
     _assert_same(_runtime_logits(run), lambda feed: hf_logits(model, feed),
                  ["input_ids", "attention_mask"])
+
+
+def test_a_run_from_before_pooling_and_lora_targets_exports_as_trained(trained, tmp_path):
+    """config.json without "pooling" / "lora_targets" (older runs) means the pooler head and LoRA
+    on query/value, not today's defaults: predict and export rebuild the model it trained."""
+    import shutil
+
+    from runtime import runs
+
+    old = tmp_path / "old-run"
+    shutil.copytree(trained(CASES[0]), old)
+    saved = json.loads((old / "config.json").read_text())
+    saved.pop("pooling")
+    weights = torch.load(old / "weights.pt", weights_only=True)
+    if saved.pop("lora_targets") == "all":  # keep only query/value LoRA, as older runs had
+        weights = {k: v for k, v in weights.items()
+                   if "lora_" not in k or ".query." in k or ".value." in k}
+        torch.save(weights, old / "weights.pt")
+    (old / "config.json").write_text(json.dumps(saved))
+    loaded = runs.load_run(str(old))
+    assert loaded.built.head.pooling == "pooler"
+    assert {n for n, _ in loaded.built.model.named_parameters() if "lora_A" in n} == \
+        {n for n in weights if "lora_A" in n}
+    out = _export(str(old), tmp_path / "hf", "hf")
+    assert not (out / "modeling_recycled.py").exists()
