@@ -212,7 +212,13 @@ class QuestionAnsweringHead(_PerTokenHead):
         return start.squeeze(-1).contiguous(), end.squeeze(-1).contiguous()
 
     def loss(self, logits, labels) -> torch.Tensor:
-        """Mean of start and end cross-entropy; positions outside the sequence are ignored."""
+        """Mean of start and end cross-entropy; positions outside the sequence are ignored.
+
+        labels: (start_positions [B], end_positions [B]), or one [B, 2] tensor of spans as
+        runtime.loader.pad_targets batches them.
+        """
+        if torch.is_tensor(labels):
+            labels = labels.reshape(-1, 2).unbind(-1)  # (B, 2) -> 2 x (B,)
         (start_logits, end_logits), (start_pos, end_pos) = logits, labels
         ignored = start_logits.size(1)  # as transformers: clamp to T, then ignore index T
         start_pos, end_pos = start_pos.view(-1).clamp(0, ignored), end_pos.view(-1).clamp(0, ignored)

@@ -34,15 +34,12 @@ class LoadedRun:
 def load_run(run: str, *, task: str | None = None, cache: str | None = None,
              device: str = "cpu") -> LoadedRun:
     """Rebuild the model of run folder `run` with its best weights; refuse a mismatch."""
-    from runtime.trainer import TrainConfig
-
     saved = _read_run_config(run)
     if task is not None and saved.get("task") != task:
         raise RuntimeConfigError(f"run folder {run!r} holds a {saved.get('task')!r} run, not "
                                  f"{task!r}; pick a run of that task or drop --task")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     try:
-        config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
+        config = saved_train_config(saved)
     except TypeError as exc:
         raise RuntimeConfigError(f"{run}/config.json does not describe a run ({exc}); the run "
                                  "folder is damaged or from another version: train it again") from None
@@ -59,6 +56,20 @@ def load_run(run: str, *, task: str | None = None, cache: str | None = None,
     built.model.load_state_dict(weights, strict=False)
     built.model.eval()
     return LoadedRun(config, built, reader, list(saved["label_names"]))
+
+
+# What a run config.json written before a TrainConfig field existed meant by its absence: the
+# fields that shape the model, whose new defaults would build another model than was trained.
+LEGACY_DEFAULTS = {"pooling": "pooler", "lora_targets": "attention"}
+
+
+def saved_train_config(saved: dict):
+    """The TrainConfig of a run's config.json; keys it lacks mean what they meant then."""
+    from runtime.trainer import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {**LEGACY_DEFAULTS, **saved}
+    return TrainConfig(**{k: v for k, v in values.items() if k in fields})
 
 
 def _read_run_config(run: str) -> dict:

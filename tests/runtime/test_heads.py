@@ -139,3 +139,12 @@ def test_best_span_equals_brute_force(seq_len, max_len, seed):
         best = max(spans)
         assert (s.item(), e.item()) == (best[1], best[2])
         assert score.item() == pytest.approx(best[0].item())
+
+
+def test_qa_loss_takes_the_loaders_span_tensor():
+    """runtime.loader.pad_targets batches qa spans as one [B, 2] tensor; the loss must take it."""
+    head = build_head("qa", make_config("bert"), 2)
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 5), torch.randn(3, 5))
+    spans = torch.tensor([[0, 1], [2, 4], [5, 5]])  # the last one is outside: ignored
+    assert torch.equal(head.loss(logits, spans), head.loss(logits, (spans[:, 0], spans[:, 1])))
