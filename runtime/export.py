@@ -14,12 +14,14 @@ import argparse
 import json
 import sys
 
+from cache_format.cli_errors import OneLineParser, run_cli
+
 
 def parser() -> argparse.ArgumentParser:
     from runtime.handoff import FORMATS
 
-    p = argparse.ArgumentParser(prog="python -m runtime.export", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog="python -m runtime.export", description=__doc__.split("\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run", required=True, help="run folder written by `python -m runtime.train`")
     p.add_argument("--out", required=True, help="folder to create (must not exist, or be empty)")
     p.add_argument("--format", choices=FORMATS, default="hf",
@@ -29,18 +31,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from runtime.train import user_errors
+
     args = parser().parse_args(argv)
-    try:
-        from runtime.handoff import ExportConfig, export_run
+    return run_cli(lambda: _run(args), user_errors=user_errors())
 
-        summary = export_run(ExportConfig(run=args.run, out=args.out, format=args.format))
-    except ValueError as exc:
-        from runtime.train import _is_user_error
 
-        if not _is_user_error(exc):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _run(args) -> int:
+    from runtime.handoff import ExportConfig, export_run
+
+    summary = export_run(ExportConfig(run=args.run, out=args.out, format=args.format))
     print(json.dumps(summary, sort_keys=True))
     return 0
 
