@@ -122,6 +122,7 @@ def export_run(config: ExportConfig) -> dict:
 def load_trained_run(run: str) -> TrainedRun:
     """Rebuild run folder `run` (config.json, weights.pt) from its checkpoint, no cache needed."""
     from runtime import inference
+    from runtime import runs
     from runtime.runs import LEGACY_DEFAULTS, _read_run_config, saved_train_config
 
     saved = {**LEGACY_DEFAULTS, **_read_run_config(run)}
@@ -133,17 +134,11 @@ def load_trained_run(run: str) -> TrainedRun:
                                  "is from an older version: train it again")
     _check_weights(run, inference.model_path_of(config, manifest), fingerprint)
     built = inference.build_model(config, manifest, saved["label_names"])
-    weights = torch.load(os.path.join(run, "weights.pt"), weights_only=True)
+    weights = runs.load_weights_into(run, built)
     stray = [k for k in weights if not k.startswith(("encoder.layers.", "head."))]
     if stray:
         raise RuntimeConfigError(f"{run}/weights.pt trains {stray[0]!r}, outside the layers and "
                                  "the head; export does not know where it goes in the checkpoint")
-    missing = [n for n, p in built.model.named_parameters() if p.requires_grad and n not in weights]
-    if missing:
-        raise RuntimeConfigError(f"{run}/weights.pt lacks {missing[0]!r}; the run folder is "
-                                 "incomplete or from another version: train it again")
-    built.model.load_state_dict(weights, strict=False)
-    built.model.eval()
     metrics_path = os.path.join(run, "metrics.json")
     metrics = json.loads(Path(metrics_path).read_text()) if os.path.isfile(metrics_path) else {}
     return TrainedRun(run, saved, config, built, list(saved["label_names"]),

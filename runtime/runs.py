@@ -48,6 +48,13 @@ def load_run(run: str, *, task: str | None = None, cache: str | None = None,
     reader = inference.open_cache(config.cache)
     _check_fingerprint(run, saved.get("cache_fingerprint", {}), reader.manifest)
     built = inference.build_model(config, reader.manifest, saved["label_names"])
+    load_weights_into(run, built)
+    return LoadedRun(config, built, reader, list(saved["label_names"]))
+
+
+def load_weights_into(run: str, built) -> dict:
+    """Load RUN/weights.pt into `built.model` (eval mode); refuse weights that miss a trained
+    parameter. Returns the loaded state dict."""
     weights = _load_weights(run)
     missing = [n for n, p in built.model.named_parameters() if p.requires_grad and n not in weights]
     if missing:
@@ -55,7 +62,7 @@ def load_run(run: str, *, task: str | None = None, cache: str | None = None,
                                  "incomplete or from another version: train it again")
     built.model.load_state_dict(weights, strict=False)
     built.model.eval()
-    return LoadedRun(config, built, reader, list(saved["label_names"]))
+    return weights
 
 
 # What a run config.json written before a TrainConfig field existed meant by its absence: the
