@@ -119,11 +119,18 @@ def write_task(name: str, out_dir: str) -> TaskFiles:
 
 
 def _write_jsonl(path: str, rows: list) -> None:
-    tmp = path + ".tmp"  # write then rename: a crash never leaves half a file under `path`
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    # Write then rename: a crash never leaves half a file under `path`. The temporary name is
+    # the process's own, so two jobs preparing the same built-in task at once (seen: two
+    # bench.fidelity runs) do not rename each other's file away; both write the same rows.
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -190,3 +190,19 @@ def test_min_epochs_keeps_training_past_patience(tiny_task, tmp_path, capsys):
                          lr=1e-9))
     assert stopped["epochs_run"] == 2
     assert "stopping early, no dev gain for 1 epochs" in capsys.readouterr().out
+
+
+def test_two_processes_writing_a_builtin_task_at_once_both_succeed(tmp_path):
+    import multiprocessing
+
+    from runtime.tasks import write_task
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=write_task, args=("wnut16", str(tmp_path))) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["corpus.jsonl", "labels.jsonl"]
+    assert len((tmp_path / "labels.jsonl").read_text().splitlines()) == 2394
