@@ -170,6 +170,43 @@ def format_table(rows: list) -> str:
     return "\n".join(lines)
 
 
+def largest_k_within(rows: list, margin: float = 1.0) -> list:
+    """Per recycled/frozen configuration with a full counterpart (same model, task and subset):
+    the full score, and the largest K whose mean is at least full - `margin` (None if no K is).
+    A full configuration run at several K (the cache only sets its splits) is pooled over them."""
+    found = []
+    for row in rows:
+        if row["config"].startswith("full"):
+            continue
+        group = (row["model"], row["task"], row["subset"], row["config"].split("-", 1)[1])
+        if any(f["group"] == group and f["config"] == row["config"] for f in found):
+            continue
+        full = [r for r in rows if r["config"] == "full-" + group[3]
+                and (r["model"], r["task"], r["subset"]) == group[:3]]
+        if not full:
+            continue
+        n = sum(r["n"] for r in full)
+        full_mean = sum(r["mean"] * r["n"] for r in full) / n
+        ks = {r["layer"]: r["mean"] for r in rows if r["config"] == row["config"]
+              and (r["model"], r["task"], r["subset"]) == group[:3]}
+        within = [k for k, m in ks.items() if m >= full_mean - margin]
+        best = max(within) if within else None
+        found.append({"group": group, "config": row["config"], "full_config": "full-" + group[3],
+                      "full_mean": full_mean, "full_n": n, "layers": sorted(ks),
+                      "largest_k": best, "mean": ks.get(best)})
+    return found
+
+
+def format_largest_k(found: list, margin: float = 1.0) -> str:
+    lines = []
+    for f in found:
+        head = (f"{f['group'][0]} {f['group'][1]}: {f['config']} against {f['full_config']} "
+                f"({f['full_mean']:.2f}, n={f['full_n']}), K run {f['layers']}: ")
+        lines.append(head + (f"largest K within {margin:g} is {f['largest_k']} ({f['mean']:.2f})"
+                             if f["largest_k"] is not None else f"no K within {margin:g}"))
+    return "\n".join(lines)
+
+
 def plot_sweep(rows: list, path: str) -> None:
     """Test score and training speedup (full s/epoch over recycled s/epoch) against K."""
     import matplotlib
@@ -297,6 +334,9 @@ def _run(args) -> int:
     with open(config.out, encoding="utf-8") as f:
         rows = summarize([json.loads(line) for line in f if line.strip()])
     print(format_table(rows))
+    within = format_largest_k(largest_k_within(rows))
+    if within:
+        print(within)
     if args.plot:
         plot_sweep([r for r in rows if r["task"] == config.task], args.plot)
     return 0

@@ -55,3 +55,18 @@ def test_sweep_plot_is_written(tmp_path):
                               [_record("full-lora", 0, 0.4, layer=k, seconds=12) for k in (1, 2, 3)])
     fidelity.plot_sweep(rows, str(tmp_path / "sweep.png"))
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_largest_k_within_one_point_of_full_pools_full_runs_over_k():
+    records = ([_record("recycled-finetune", 0, v, layer=k)
+                for k, v in ((1, 0.445), (2, 0.44), (3, 0.43), (4, 0.425), (5, 0.30))] +
+               [_record("full-finetune", s, v, layer=k) for s, v, k in ((0, 0.44, 3), (1, 0.45, 1))] +
+               [_record("recycled-lora", 0, 0.30, layer=3), _record("full-lora", 0, 0.40)])
+    found = {f["config"]: f for f in fidelity.largest_k_within(fidelity.summarize(records))}
+    ft = found["recycled-finetune"]
+    # full pooled over K=1 and K=3: 44.5; within 1.0 means >= 43.5, so K=2 (44.0), not K=3 (43.0)
+    assert ft["full_mean"] == pytest.approx(44.5) and ft["full_n"] == 2
+    assert ft["largest_k"] == 2 and ft["layers"] == [1, 2, 3, 4, 5]
+    assert found["recycled-lora"]["largest_k"] is None
+    text = fidelity.format_largest_k(list(found.values()))
+    assert "largest K within 1 is 2 (44.00)" in text and "no K within 1" in text
