@@ -279,6 +279,7 @@ def summarise(config, model_path, n_layers, main_k, num_docs, per_k, builds, thr
             {m: main[m]["train"]["tokens_per_s"] for m in ("recycled", "full")},
             mean_length=train["tokens"] / max(train["examples"], 1))
         extra["roofline"]["gemm_by_shape"] = gemm["by_shape"]
+        extra["roofline"]["gemm_by_engine"] = gemm.get("by_engine", {})
         extra["roofline"]["gemm_gflops_each_measurement"] = gemm.get("all_gflops", [])
     return {
         "train_speedup": pe["full"]["train"] / pe["recycled"]["train"],

@@ -48,3 +48,13 @@ def test_gemm_rate_is_positive_for_every_shape():
     out = measure_gemm_gflops(LayerShape(16, 32, 2), threads=1)
     assert out["gemm_gflops"] > 0 and len(out["by_shape"]) == 3
     assert all(rate > 0 for rate in out["by_shape"].values())
+
+
+def test_gemm_ceiling_is_the_faster_engine_per_shape():
+    out = measure_gemm_gflops(LayerShape(16, 32, 2), threads=1)
+    assert set(out["by_engine"]) == {"torch", "onnxruntime"}
+    assert all(rate > 0 for rate in out["by_engine"].values())
+    # the per-shape best of two engines is at least as fast as either engine over the mix
+    assert out["gemm_gflops"] >= max(out["by_engine"].values()) * (1 - 1e-12)
+    only_torch = measure_gemm_gflops(LayerShape(16, 32, 2), threads=1, engines=("torch",))
+    assert set(only_torch["by_engine"]) == {"torch"}
