@@ -174,24 +174,20 @@ def largest_k_within(rows: list, margin: float = 1.0) -> list:
     """Per recycled/frozen configuration with a full counterpart (same model, task and subset):
     the full score, and the largest K whose mean is at least full - `margin` (None if no K is).
     A full configuration run at several K (the cache only sets its splits) is pooled over them."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["task"], r["subset"], r["config"]), []).append(r)
     found = []
-    for row in rows:
-        if row["config"].startswith("full"):
-            continue
-        group = (row["model"], row["task"], row["subset"], row["config"].split("-", 1)[1])
-        if any(f["group"] == group and f["config"] == row["config"] for f in found):
-            continue
-        full = [r for r in rows if r["config"] == "full-" + group[3]
-                and (r["model"], r["task"], r["subset"]) == group[:3]]
-        if not full:
+    for (model, task, subset, name), at_k in groups.items():
+        full_name = "full-" + name.split("-", 1)[1]
+        full = groups.get((model, task, subset, full_name))
+        if name.startswith("full") or not full:
             continue
         n = sum(r["n"] for r in full)
         full_mean = sum(r["mean"] * r["n"] for r in full) / n
-        ks = {r["layer"]: r["mean"] for r in rows if r["config"] == row["config"]
-              and (r["model"], r["task"], r["subset"]) == group[:3]}
-        within = [k for k, m in ks.items() if m >= full_mean - margin]
-        best = max(within) if within else None
-        found.append({"group": group, "config": row["config"], "full_config": "full-" + group[3],
+        ks = {r["layer"]: r["mean"] for r in at_k}
+        best = max((k for k, m in ks.items() if m >= full_mean - margin), default=None)
+        found.append({"model": model, "task": task, "config": name, "full_config": full_name,
                       "full_mean": full_mean, "full_n": n, "layers": sorted(ks),
                       "largest_k": best, "mean": ks.get(best)})
     return found
@@ -200,7 +196,7 @@ def largest_k_within(rows: list, margin: float = 1.0) -> list:
 def format_largest_k(found: list, margin: float = 1.0) -> str:
     lines = []
     for f in found:
-        head = (f"{f['group'][0]} {f['group'][1]}: {f['config']} against {f['full_config']} "
+        head = (f"{f['model']} {f['task']}: {f['config']} against {f['full_config']} "
                 f"({f['full_mean']:.2f}, n={f['full_n']}), K run {f['layers']}: ")
         lines.append(head + (f"largest K within {margin:g} is {f['largest_k']} ({f['mean']:.2f})"
                              if f["largest_k"] is not None else f"no K within {margin:g}"))

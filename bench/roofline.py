@@ -91,7 +91,6 @@ def _torch_matmul(m: int, k: int, n: int, threads: int | None):
 def _onnxruntime_matmul(m: int, k: int, n: int, threads: int | None):
     """One MatMul node with B as an initializer, as the exported lower stack holds its weights."""
     import numpy as np
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 

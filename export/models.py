@@ -17,12 +17,10 @@ itself; a known name is its installed folder, or one line naming the install com
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import tempfile

@@ -122,8 +122,8 @@ def export_run(config: ExportConfig) -> dict:
 def load_trained_run(run: str) -> TrainedRun:
     """Rebuild run folder `run` (config.json, weights.pt) from its checkpoint, no cache needed."""
     from runtime import inference
-    from runtime import runs
-    from runtime.runs import LEGACY_DEFAULTS, _read_run_config, saved_train_config
+    from runtime.runs import (LEGACY_DEFAULTS, _read_run_config, load_weights_into,
+                              saved_train_config)
 
     saved = {**LEGACY_DEFAULTS, **_read_run_config(run)}
     config = dataclasses.replace(saved_train_config(saved), device="cpu")
@@ -134,7 +134,7 @@ def load_trained_run(run: str) -> TrainedRun:
                                  "is from an older version: train it again")
     _check_weights(run, inference.model_path_of(config, manifest), fingerprint)
     built = inference.build_model(config, manifest, saved["label_names"])
-    weights = runs.load_weights_into(run, built)
+    weights = load_weights_into(run, built)
     stray = [k for k in weights if not k.startswith(("encoder.layers.", "head."))]
     if stray:
         raise RuntimeConfigError(f"{run}/weights.pt trains {stray[0]!r}, outside the layers and "
