@@ -1,6 +1,6 @@
 """Accuracy of full fine-tuning against recycling, trained by runtime's own trainer.
 
-BBC News topics with the built-in split (runtime.tasks: seeded 80/10/10, seed 0). With a
+BBC News topics with the built-in split (runtime.datasets: seeded 80/10/10, seed 0). With a
 subset (`docs`), articles are drawn with a fixed seed and keep the split they have in the
 built-in task, so a subset's test articles are test articles of the whole task too.
 """
@@ -23,7 +23,7 @@ def bbc_accuracy(work: Path, *, model_path, layer: int, docs: int | None, epochs
     """Train `full` and `recycled` on the same split; return their test accuracy and times."""
     from export.build import BuildConfig, build_cache
     from runtime.labels import assign_splits
-    from runtime.tasks import SPLIT_SEED, bbc_news_rows
+    from runtime.datasets import SPLIT_SEED, bbc_news_rows
     from runtime.trainer import TrainConfig, train
 
     rows = bbc_news_rows()

@@ -140,12 +140,12 @@ def time_modes(config: ReportConfig, model_path, reader, labels: dict, layer: in
                batches: list) -> dict:
     """{mode: {"train": StepTimes, "infer": StepTimes}}: every mode on the same batches,
     interleaved step by step; recycled also with the prefetcher off."""
-    from runtime.loader import CacheBatches, TextBatches
+    from runtime.batches import CacheBatches, TokenBatches
 
     num_labels = len(set(labels.values()))
     cached = CacheBatches(reader, labels, "seq-cls")
     token_ids = {k: reader.token_ids(k).astype(np.int64) for k in reader.keys()}
-    text = TextBatches(token_ids, labels, "seq-cls", pad_id=0)
+    text = TokenBatches(token_ids, labels, "seq-cls", pad_id=0)
     runs = {}
     for mode, kind, load, prefetch in (("full", "full", text, True),
                                        ("frozen", "frozen", text, True),

@@ -27,7 +27,6 @@ import time
 MODES = ("full", "frozen", "recycled")
 ADAPTERS = ("finetune", "lora", "bottleneck")
 CONFIGS = tuple(f"{m}-{a}" for m in MODES for a in ADAPTERS)
-PRIMARY = {"seq-cls": "accuracy", "token-cls": "f1"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +75,7 @@ def run_one(config: FidelityConfig, name: str, seed: int, cache: str, labels: st
 
 def compare(config: FidelityConfig, layer: int | None = None, log=print) -> list:
     """Every configuration x seed at one K; appends each run to `config.out`; returns them."""
-    from runtime.tasks import get_task, prepare_builtin
+    from runtime.datasets import get_task, prepare_builtin
 
     k = layer or config.layer or _num_layers(config) // 2
     prepared = prepare_builtin(config.task, layer=k, model=config.model, root=config.cache_root,
@@ -97,9 +96,10 @@ def compare(config: FidelityConfig, layer: int | None = None, log=print) -> list
 def linear_probe(config: FidelityConfig, log=print) -> list:
     """The probe per seed (the seed draws the train subset); appended to `config.out`."""
     from bench.probe import final_states, probe
-    from runtime.inference import open_cache
+    from runtime.inputs import open_cache
     from runtime.labels import LabelsConfig, load_labelled
-    from runtime.tasks import get_task, prepare_builtin
+    from runtime.datasets import get_task, prepare_builtin
+    from runtime.tasks import task_named
     from runtime.trainer import TrainConfig, subset_train
     from runtime.upper import load_upper
 
@@ -118,7 +118,7 @@ def linear_probe(config: FidelityConfig, log=print) -> list:
         result = probe(task, sub, states, sub.split("train"), sub.split("dev"), sub.split("test"))
         record = {"model": _model_label(config), "task": config.task, "layer": k,
                   "config": "linear-probe", "seed": seed,
-                  "metrics": {PRIMARY[task]: result["test"], "dev": result["dev"],
+                  "metrics": {task_named(task).primary_metric: result["test"], "dev": result["dev"],
                               "l2": result["l2"]},
                   "max_length": config.max_length,
                   "max_train_examples": config.max_train_examples,

@@ -75,7 +75,8 @@ def main(argv=None) -> int:
 
 def run_check(run: str, work: str) -> dict:
     """Export `run` into `work` and score the formats in a fresh process (see module doc)."""
-    from runtime import handoff, inference, runs
+    from runtime import handoff, prediction as runs
+    from runtime.inputs import corpus_records
     from runtime.errors import RuntimeConfigError
 
     loaded = runs.load_run(run)
@@ -89,12 +90,12 @@ def run_check(run: str, work: str) -> dict:
         handoff.export_run(handoff.ExportConfig(run=run, out=os.path.join(work, fmt), format=fmt))
         seconds[fmt] = round(time.perf_counter() - t0, 1)
     keys = runs.split_keys(loaded, "test")
+    from runtime.config import labels_config
     from runtime.labels import load_labelled
-    from runtime.trainer import _labels_config
 
-    data = load_labelled(_labels_config(loaded.config), loaded.reader)
+    data = load_labelled(labels_config(loaded.config), loaded.reader)
     gold = {e.key: data.label_names[e.target] for e in data.split("test")}
-    records = inference.corpus_records(loaded.config, loaded.reader.manifest)
+    records = corpus_records(loaded.config, loaded.reader.manifest)
     predicted = {p["id"]: p["label"] for p in runs.predict_keys(loaded, keys)}
     job = {"work": work, "labels": loaded.label_names, "base": loaded.built.model_path,
            "texts": [records[k].text for k in keys]}

@@ -29,7 +29,7 @@ def step_setup(tmp_path_factory):
     """Per K: an int8 cache of DOCS real articles, its batches and batch sources."""
     from export.build import BuildConfig, build_cache
     from export.defaults import default_model_path
-    from runtime.loader import CacheBatches, TextBatches
+    from runtime.batches import CacheBatches, TokenBatches
     from runtime.upper import num_layers
 
     from bench.endtoend import write_corpus, sample_articles
@@ -49,7 +49,7 @@ def step_setup(tmp_path_factory):
         ids = {key: reader.token_ids(key).astype(np.int64) for key in reader.keys()}
         setup[k] = (model_path, reader, _keys_batches(reader),
                     {"recycled": CacheBatches(reader, labels, "seq-cls"),
-                     "full": TextBatches(ids, labels, "seq-cls", pad_id=0)},
+                     "full": TokenBatches(ids, labels, "seq-cls", pad_id=0)},
                     len(names))
     return setup
 

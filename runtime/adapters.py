@@ -14,28 +14,21 @@ the same layers in the upper stack and in the full encoder) and returns the trai
     none        nothing in the encoder trains (a linear probe: the head only)
 
 `merge_adapters(model)` folds LoRA into the base weights for inference (`unmerge_adapters` undoes
-it). `save_adapters(model, dir)` writes adapter_model.safetensors (+ peft's adapter_config.json for
-LoRA, with keys named as in the transformers base model so `PeftModel.from_pretrained` on
-`AutoModel` reads them) and recycling_adapters.json; `load_adapters(model, dir)` reads them back.
+it). Saving and loading adapter folders is runtime.adapter_files'.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from runtime.choices import ADAPTER_KINDS as KINDS, LORA_TARGETS
 from runtime.errors import RuntimeConfigError
 
-KINDS = ("lora", "bottleneck", "finetune", "none")
-LORA_TARGETS = ("attention", "all")
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
-META_FILE = "recycling_adapters.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -104,7 +97,7 @@ class BottleneckAdapter(nn.Module):
         return y + self.adapter_up(self.adapter_act(self.adapter_down(self.adapter_dropout(y))))
 
 
-def _resolve(model: nn.Module):
+def resolve_stack(model: nn.Module):
     """(stack, wrapper or None) for a stack or a RecycledModel/FullModel."""
     from runtime.upper import _Stack
 
@@ -145,7 +138,7 @@ def _lora_targets(stack, layers, targets: str = "attention") -> list[str]:
     return names
 
 
-def _lora_leaf_names(stack, targets: str) -> list[str]:
+def lora_leaf_names(stack, targets: str) -> list[str]:
     """The Linear names (last path component) LoRA adapts inside a layer, for peft's config."""
     if targets != "all":
         return list(stack.family.lora_targets)
@@ -189,7 +182,7 @@ def apply_adapters(model: nn.Module, config: AdapterConfig, layers=None) -> list
     Returns:
         Names (relative to `model`) of the parameters with requires_grad, head included.
     """
-    stack, wrapper = _resolve(model)
+    stack, wrapper = resolve_stack(model)
     if getattr(stack, "adapter_config", None) is not None:
         raise RuntimeConfigError("this model already has adapters; build a fresh model to apply others")
     chosen = _check_layers(stack, wrapper, layers)
@@ -224,7 +217,7 @@ def unmerge_adapters(model: nn.Module) -> int:
 def _set_merged(model: nn.Module, merged: bool) -> int:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    stack, _ = _resolve(model)
+    stack, _ = resolve_stack(model)
     count = 0
     for module in stack.modules():
         if isinstance(module, BaseTunerLayer) and module.merged != merged:
@@ -233,116 +226,3 @@ def _set_merged(model: nn.Module, merged: bool) -> int:
     return count
 
 
-def _renumber(key: str, shift: int, old_prefix: str, new_prefix: str) -> str:
-    """'<old_prefix>.<i>.rest' -> '<new_prefix>.<i + shift>.rest'."""
-    index, _, rest = key[len(old_prefix) + 1:].partition(".")
-    return f"{new_prefix}.{int(index) + shift}.{rest}"
-
-
-def _saved_prefix(stack) -> str:
-    # LoRA keys are named as in the transformers base model (PeftModel's convention); the
-    # other kinds use the runtime's own absolute names 'layers.<i>'.
-    if stack.adapter_config.kind == "lora":
-        return "base_model.model." + stack.family.layers_path
-    return "layers"
-
-
-def _adapter_state(stack) -> dict:
-    """Relative-named tensors that define the adapters (what save writes, load expects)."""
-    kind = stack.adapter_config.kind
-    if kind == "lora":
-        from peft import get_peft_model_state_dict
-
-        return get_peft_model_state_dict(stack)
-    if kind == "bottleneck":
-        return {k: v for k, v in stack.state_dict().items() if ".adapter_" in k}
-    state = {}
-    if kind == "finetune":
-        for i in stack.adapter_layers:
-            rel = i - stack.layer
-            state.update({f"layers.{rel}.{k}": v for k, v in stack.layers[rel].state_dict().items()})
-    return state
-
-
-def save_adapters(model: nn.Module, directory) -> Path:
-    """Write the adapter weights and settings of `model` to `directory` (created); returns it."""
-    from safetensors.torch import save_file
-
-    stack, _ = _resolve(model)
-    config = getattr(stack, "adapter_config", None)
-    if config is None:
-        raise RuntimeConfigError("the model has no adapters to save; call apply_adapters first")
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    prefix = _saved_prefix(stack)
-    state = {_renumber(k, stack.layer, "layers", prefix): v.detach().contiguous().cpu()
-             for k, v in _adapter_state(stack).items()}
-    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-    if config.kind == "lora":
-        _peft_config(stack).save_pretrained(str(out))
-    meta = {"format_version": 1, "model_type": stack.config.model_type, "num_layers": stack.num_layers,
-            "layers": list(stack.adapter_layers), "adapter": config.to_dict()}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return out
-
-
-def _peft_config(stack):
-    """peft's LoraConfig for the same adapters on the transformers base model."""
-    from peft import LoraConfig
-
-    c = stack.adapter_config
-    return LoraConfig(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, bias="none",
-                      target_modules=_lora_leaf_names(stack, c.targets),
-                      layers_to_transform=list(stack.adapter_layers),
-                      layers_pattern=stack.family.layers_path.split(".")[-1])
-
-
-def _read_meta(directory: Path) -> dict:
-    try:
-        return json.loads((directory / META_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise RuntimeConfigError(
-            f"cannot read {directory / META_FILE} ({exc}); pass a folder written by save_adapters"
-        ) from exc
-
-
-def load_adapters(model: nn.Module, directory) -> AdapterConfig:
-    """Add (if absent) and load the adapters saved in `directory` into `model`; returns the config."""
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    meta = _read_meta(directory)
-    stack, _ = _resolve(model)
-    if meta["model_type"] != stack.config.model_type or meta["num_layers"] != stack.num_layers:
-        raise RuntimeConfigError(
-            f"adapters in {directory} were trained on a {meta['model_type']} with {meta['num_layers']} "
-            f"layers, not this {stack.config.model_type} with {stack.num_layers}; use the same checkpoint"
-        )
-    config = AdapterConfig.from_dict(meta["adapter"])
-    if getattr(stack, "adapter_config", None) is None:
-        apply_adapters(model, config, layers=meta["layers"])
-    elif stack.adapter_config != config or list(stack.adapter_layers) != meta["layers"]:
-        raise RuntimeConfigError(f"the model already has other adapters than those in {directory}")
-    prefix = _saved_prefix(stack)
-    saved = load_file(str(directory / WEIGHTS_FILE))
-    state = {_renumber(k, -stack.layer, prefix, "layers"): v for k, v in saved.items()}
-    expected = set(_adapter_state(stack))
-    if set(state) != expected:
-        raise RuntimeConfigError(
-            f"{directory / WEIGHTS_FILE} does not match the adapters: missing "
-            f"{sorted(expected - set(state))[:3]}, unexpected {sorted(set(state) - expected)[:3]}"
-        )
-    _load_state(stack, state)
-    return config
-
-
-def _load_state(stack, state: dict) -> None:
-    if stack.adapter_config.kind == "lora":
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(stack, state)
-        return
-    try:
-        stack.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatch: another hidden size or bottleneck width
-        raise RuntimeConfigError(f"adapter weights do not fit this model: {exc}") from exc

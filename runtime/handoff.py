@@ -27,27 +27,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from runtime.errors import RuntimeConfigError
+from runtime.handoff_parity import check_parity, hf_logits, load_tokenizer
+from runtime.handoff_run import TrainedRun, load_trained_run
 
 FORMATS = ("hf", "peft", "onnx")
-TOLERANCE = 1e-4  # max abs difference of logits allowed against the run's own model
 MODELING_FILE = "modeling_recycled.py"
-AUTO_CLASSES = {"seq-cls": "AutoModelForSequenceClassification",
-                "token-cls": "AutoModelForTokenClassification",
-                "qa": "AutoModelForQuestionAnswering"}
-REMOTE_CLASSES = {"seq-cls": "RecycledForSequenceClassification",
-                  "token-cls": "RecycledForTokenClassification",
-                  "qa": "RecycledForQuestionAnswering"}
-PROBE_TEXTS = ("the quick brown fox jumps over the lazy dog near the river bank",
-               "a short one", "shares fell as the bank cut its profit forecast for the year")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,33 +54,6 @@ class ExportConfig:
         if os.path.exists(self.out) and (not os.path.isdir(self.out) or os.listdir(self.out)):
             raise RuntimeConfigError(f"--out {self.out!r} already exists and is not an empty "
                                      "folder; pick a new folder (nothing is overwritten)")
-
-
-@dataclasses.dataclass
-class TrainedRun:
-    """A run folder rebuilt in memory, without its cache."""
-
-    path: str
-    saved: dict  # RUN/config.json
-    config: object  # TrainConfig
-    built: object  # runtime.inference.Built, best weights loaded, eval mode
-    label_names: list
-    pooling: str  # resolved seq-cls pooling ("pooler" for older runs)
-    metrics: dict  # RUN/metrics.json ({} if absent)
-
-    @property
-    def task(self) -> str:
-        return self.config.task
-
-    @property
-    def stack(self):
-        return self.built.model.encoder
-
-    @property
-    def remote_code(self) -> bool:
-        """True when transformers' own classes cannot express the model (see module doc)."""
-        pooled = self.task == "seq-cls" and self.pooling in ("cls", "mean")
-        return pooled or self.config.adapter == "bottleneck"
 
 
 def export_run(config: ExportConfig) -> dict:
@@ -118,43 +80,6 @@ def export_run(config: ExportConfig) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"format": config.format, "out": str(out), **summary}
 
-
-def load_trained_run(run: str) -> TrainedRun:
-    """Rebuild run folder `run` (config.json, weights.pt) from its checkpoint, no cache needed."""
-    from runtime import inference
-    from runtime.runs import (LEGACY_DEFAULTS, _read_run_config, load_weights_into,
-                              saved_train_config)
-
-    saved = {**LEGACY_DEFAULTS, **_read_run_config(run)}
-    config = dataclasses.replace(saved_train_config(saved), device="cpu")
-    fingerprint = saved.get("cache_fingerprint") or {}
-    manifest = {"model": fingerprint.get("model"), "layer": fingerprint.get("layer")}
-    if manifest["layer"] is None:
-        raise RuntimeConfigError(f"{run}/config.json has no cache_fingerprint.layer; the run "
-                                 "is from an older version: train it again")
-    _check_weights(run, inference.model_path_of(config, manifest), fingerprint)
-    built = inference.build_model(config, manifest, saved["label_names"])
-    weights = load_weights_into(run, built)
-    stray = [k for k in weights if not k.startswith(("encoder.layers.", "head."))]
-    if stray:
-        raise RuntimeConfigError(f"{run}/weights.pt trains {stray[0]!r}, outside the layers and "
-                                 "the head; export does not know where it goes in the checkpoint")
-    metrics_path = os.path.join(run, "metrics.json")
-    metrics = json.loads(Path(metrics_path).read_text()) if os.path.isfile(metrics_path) else {}
-    return TrainedRun(run, saved, config, built, list(saved["label_names"]),
-                      saved["pooling"], metrics)
-
-
-def _check_weights(run: str, model_path: str, fingerprint: dict) -> None:
-    from export.fingerprint import weights_sha256
-
-    expected = fingerprint.get("weights_sha256")
-    if expected and weights_sha256(model_path) != expected:
-        raise RuntimeConfigError(f"checkpoint {model_path!r} has other weights than the one run "
-                                 f"{run!r} was trained on (weights_sha256 differs); restore it")
-
-
-# --- the whole model as transformers modules -------------------------------------------------
 
 def layer_states(run: TrainedRun, *, adapted: bool = True) -> dict:
     """absolute layer number -> state dict of the run's layer, named as in the base model.
@@ -184,7 +109,7 @@ def hf_config(run: TrainedRun, *, remote: bool):
 
     base = AutoConfig.from_pretrained(run.built.model_path)
     labels = {}
-    if run.task != "qa":
+    if run.task.has_label_names:
         labels = {"id2label": dict(enumerate(run.label_names)),
                   "label2id": {n: i for i, n in enumerate(run.label_names)}}
         base.id2label, base.label2id = labels["id2label"], labels["label2id"]
@@ -197,7 +122,7 @@ def hf_config(run: TrainedRun, *, remote: bool):
         classifier_dropout=float(run.built.head.dropout.p) if run.pooling != "pooler" else 0.0,
         **labels)
     config.auto_map = {"AutoConfig": "modeling_recycled.RecycledEncoderConfig",
-                       AUTO_CLASSES[run.task]: f"modeling_recycled.{REMOTE_CLASSES[run.task]}"}
+                       run.task.auto_class: f"modeling_recycled.{run.task.remote_class}"}
     return config
 
 
@@ -226,9 +151,9 @@ def build_hf_model(run: TrainedRun, *, adapted: bool = True, remote: bool | None
     if remote:
         from runtime import handoff_modeling as hm
 
-        target = getattr(hm, REMOTE_CLASSES[run.task])(config)
+        target = getattr(hm, run.task.remote_class)(config)
     else:
-        target = getattr(transformers, AUTO_CLASSES[run.task]).from_config(config)
+        target = getattr(transformers, run.task.auto_class).from_config(config)
     base = AutoModel.from_pretrained(run.built.model_path)
     state = _encoder_state(run, base.state_dict(), layer_states(run, adapted=adapted))
     _load_into(target, target.model if remote else target, state, run.built.head.state_dict())
@@ -274,88 +199,6 @@ def _load_into(target, task_module, encoder_state: dict, head_state: dict) -> No
 
 # --- checking an export against the run ------------------------------------------------------
 
-def load_tokenizer(run: TrainedRun):
-    """The checkpoint's tokenizer, truncating at the cache's max_length as the cache build did."""
-    from export.tokenize import load_tokenizer as _load
-
-    tokenizer = _load(run.built.model_path)
-    max_length = (run.saved.get("cache_fingerprint") or {}).get("max_length")
-    if max_length:
-        tokenizer.model_max_length = int(max_length)
-    return tokenizer
-
-
-def probe_inputs(run: TrainedRun, texts=PROBE_TEXTS) -> dict:
-    """Right-padded int64 tensors {input_ids, attention_mask[, token_type_ids]} of `texts`."""
-    tokenizer = load_tokenizer(run)
-    enc = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
-    return {k: v.to(torch.long) for k, v in enc.items()}
-
-
-def runtime_logits(run: TrainedRun, inputs: dict) -> list:
-    """The run's own model on `inputs` (layer-K states from the checkpoint in PyTorch):
-    [logits] or [start, end], numpy."""
-    from runtime.upper import load_full
-
-    ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    types = inputs.get("token_type_ids")
-    with torch.no_grad():
-        if run.config.mode == "recycled":
-            full = load_full(run.built.model_path)
-            hidden = full.hidden_states_at(ids, mask, run.stack.layer, types)  # (B, T, H)
-            out = run.built.model(hidden, mask)
-        else:
-            out = run.built.model(ids, mask, types)
-    return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
-
-
-def max_diff(run: TrainedRun, reference: list, got: list, mask) -> float:
-    """Max abs difference over real tokens (all of them for seq-cls)."""
-    mask = np.asarray(mask).astype(bool)
-    worst = 0.0
-    for a, b in zip(reference, got):
-        a, b = np.asarray(a), np.asarray(b)
-        if a.shape != b.shape:
-            raise RuntimeConfigError(f"exported model gives logits of shape {b.shape}, the run "
-                                     f"{a.shape}; the export is wrong")
-        if run.task != "seq-cls":
-            a, b = a[mask], b[mask]
-        worst = max(worst, float(np.abs(a - b).max()))
-    return worst
-
-
-def hf_logits(model, inputs: dict) -> list:
-    """[logits] or [start_logits, end_logits] of a transformers task model, numpy."""
-    import inspect
-
-    accepted = inspect.signature(model.forward).parameters
-    feed = {k: v for k, v in inputs.items() if k in accepted or "kwargs" in accepted}
-    with torch.no_grad():
-        out = model(**feed)
-    if hasattr(out, "start_logits"):
-        return [out.start_logits.numpy(), out.end_logits.numpy()]
-    return [out.logits.numpy()]
-
-
-def check_parity(run: TrainedRun, what: str, logits_of) -> float:
-    """Max abs difference of `logits_of(inputs)` against the run on probes; refused above 1e-4.
-
-    Two probes: a padded batch of three texts, and one text alone (another batch size and
-    length, so a graph that fixed either shape is caught).
-    """
-    diff = 0.0
-    for texts in (PROBE_TEXTS, PROBE_TEXTS[:1]):
-        inputs = probe_inputs(run, texts)
-        diff = max(diff, max_diff(run, runtime_logits(run, inputs), logits_of(inputs),
-                                  inputs["attention_mask"]))
-    if not diff <= TOLERANCE:
-        raise RuntimeConfigError(f"the exported {what} differs from the run's model by {diff:.2e} "
-                                 f"(max abs logit difference; at most {TOLERANCE} allowed); "
-                                 "nothing was written")
-    return diff
-
-
-# --- the formats -------------------------------------------------------------------------------
 
 def save_hf(run: TrainedRun, folder: Path, *, adapted: bool = True) -> None:
     """Write the hf folder (model, config, tokenizer[, modeling file]) of the run into `folder`."""
@@ -370,7 +213,7 @@ def load_hf(run: TrainedRun, folder: Path):
     """The exported folder loaded back as a user would (trust_remote_code where needed)."""
     import transformers
 
-    cls = getattr(transformers, AUTO_CLASSES[run.task])
+    cls = getattr(transformers, run.task.auto_class)
     return cls.from_pretrained(str(folder), trust_remote_code=run.remote_code).eval()
 
 

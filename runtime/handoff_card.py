@@ -40,30 +40,26 @@ _REMOTE_NOTES = {
     "onnx": "The graph needs only onnxruntime. config.json names `modeling_recycled.py` (beside "
             "it) for `AutoConfig.from_pretrained(DIR, trust_remote_code=True)`.",
 }
-_PIPELINES = {"seq-cls": "text-classification", "token-cls": "token-classification",
-              "qa": "question-answering"}
 
 
 def write_card(run, folder: Path, fmt: str, summary: dict) -> None:
     """Write `folder`/README.md for run `run` exported as `fmt` (summary: what export measured)."""
-    from runtime.handoff import AUTO_CLASSES
-
-    fingerprint = run.saved.get("cache_fingerprint") or {}
+    fingerprint = run.run_config.cache_fingerprint
     c = run.config
     recipe = {"task": c.task, "mode": c.mode, "adapter": c.adapter, "lr": c.learning_rate,
               "epochs": c.epochs, "epochs_run": run.metrics.get("epochs_run"),
-              "pooling": run.pooling if c.task == "seq-cls" else None, "seed": c.seed}
+              "pooling": run.pooling if run.task.pools else None, "seed": c.seed}
     if c.adapter == "lora":
         recipe.update(lora_r=c.lora_r, lora_alpha=c.lora_alpha)
     if c.adapter == "bottleneck":
         recipe.update(bottleneck_size=c.bottleneck_size)
     trust = ", trust_remote_code=True" if summary.get("remote_code") else ""
-    pipe = (f'classify = pipeline("{_PIPELINES[c.task]}", model="{folder.name}"{trust})\n'
-            if c.task != "qa" else "")
+    pipe = (f'classify = pipeline("{run.task.pipeline}", model="{folder.name}"{trust})\n'
+            if run.task.pipeline else "")
     base = summary.get("peft_base") or run.built.model_path
     labels = json.dumps(dict(enumerate(run.label_names))) if run.label_names else None
     base_kwargs = summary.get("peft_base_kwargs", "")
-    loader = _LOADERS[fmt].format(auto=AUTO_CLASSES[c.task], out="DIR", trust=trust,
+    loader = _LOADERS[fmt].format(auto=run.task.auto_class, out="DIR", trust=trust,
                                   pipeline=pipe.replace(folder.name, "DIR"), base=base,
                                   base_kwargs=base_kwargs)
     lines = [

@@ -50,20 +50,20 @@ def write_onnx(run, folder: Path) -> dict:
     """Export run `run` as `folder`/model.onnx (+ config, tokenizer); returns the summary."""
     import onnxruntime
 
-    from runtime import handoff
+    from runtime import handoff, handoff_parity as parity
 
     model = handoff.build_hf_model(run)
-    tokenizer = handoff.load_tokenizer(run)
+    tokenizer = parity.load_tokenizer(run)
     names = graph_inputs(model, tokenizer)
-    outputs = ["start_logits", "end_logits"] if run.task == "qa" else ["logits"]
-    example = handoff.probe_inputs(run, handoff.PROBE_TEXTS[1:])
+    outputs = list(run.task.output_names)
+    example = parity.probe_inputs(run, parity.PROBE_TEXTS[1:])
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes.update({o: {0: "batch"} if run.task == "seq-cls" else {0: "batch", 1: "sequence"}
+    axes.update({o: {0: "batch", 1: "sequence"} if run.task.per_token else {0: "batch"}
                  for o in outputs})
     path = folder / GRAPH_FILE
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks
-        torch.onnx.export(_Logits(model, names, run.task == "qa").eval(),
+        torch.onnx.export(_Logits(model, names, len(outputs) == 2).eval(),
                           tuple(example[n] for n in names), str(path), input_names=names,
                           output_names=outputs, dynamic_axes=axes, opset_version=_OPSET,
                           dynamo=False)
@@ -77,7 +77,7 @@ def write_onnx(run, folder: Path) -> dict:
     def logits_of(inputs):
         return session.run(outputs, {n: inputs[n].numpy() for n in fed})
 
-    diff = handoff.check_parity(run, "ONNX graph", logits_of)
+    diff = parity.check_parity(run, "ONNX graph", logits_of)
     model.config.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     if run.remote_code:  # config.json names it in auto_map

@@ -20,12 +20,11 @@ import torch
 from runtime.errors import RuntimeConfigError
 
 BASE_FOLDER = "base"
-_TASK_TYPES = {"seq-cls": "SEQ_CLS", "token-cls": "TOKEN_CLS", "qa": "QUESTION_ANS"}
 
 
 def write_peft(run, folder: Path) -> dict:
     """Write the adapter of LoRA run `run` into `folder`; returns the export summary."""
-    from runtime import handoff
+    from runtime import handoff, handoff_parity as parity
 
     if run.config.adapter != "lora":
         raise RuntimeConfigError(f"run {run.path!r} trained {run.config.adapter!r}, not LoRA; "
@@ -36,15 +35,15 @@ def write_peft(run, folder: Path) -> dict:
         handoff.save_hf(run, base_dir, adapted=False)
     model = _peft_model(run, _fresh_base(run, base_dir))
     model.save_pretrained(str(folder))
-    handoff.load_tokenizer(run).save_pretrained(str(folder))
-    diff = handoff.check_parity(run, "peft adapter", lambda inputs: handoff.hf_logits(
+    parity.load_tokenizer(run).save_pretrained(str(folder))
+    diff = parity.check_parity(run, "peft adapter", lambda inputs: parity.hf_logits(
         load_peft(run, folder, base_dir), inputs))
     summary = {"max_abs_diff": diff, "remote_code": run.remote_code}
     if base_dir is not None:
         summary.update(peft_base=f"DIR/{BASE_FOLDER}", peft_base_kwargs=", trust_remote_code=True")
     else:
         summary.update(peft_base=run.built.model_path,
-                       peft_base_kwargs=", id2label=..., label2id=..." if run.task != "qa" else "")
+                       peft_base_kwargs=", id2label=..., label2id=..." if run.task.has_label_names else "")
     return summary
 
 
@@ -54,7 +53,7 @@ def _fresh_base(run, base_dir):
 
     from runtime import handoff
 
-    cls = getattr(transformers, handoff.AUTO_CLASSES[run.task])
+    cls = getattr(transformers, run.task.auto_class)
     if base_dir is not None:
         return cls.from_pretrained(str(base_dir), trust_remote_code=True).eval()
     config = handoff.hf_config(run, remote=False)
@@ -124,7 +123,7 @@ def _peft_model(run, base):
     heads = _head_modules(run, base)
     config = LoraConfig(r=adapter.r, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout,
                         bias="none", target_modules=sorted(targets.values()),
-                        modules_to_save=sorted(heads.values()), task_type=_TASK_TYPES[run.task])
+                        modules_to_save=sorted(heads.values()), task_type=run.task.peft_task_type)
     model = get_peft_model(base, config)
     inner = model.base_model.model
     with torch.no_grad():

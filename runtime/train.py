@@ -92,7 +92,7 @@ def user_errors() -> tuple:
 
 
 def _run(args) -> int:
-    from runtime.tasks import prepare_builtin
+    from runtime.datasets import prepare_builtin
     from runtime.trainer import TrainConfig, train
 
     cache, labels, task, overwrite = args.cache, args.labels, args.task, args.overwrite

@@ -1,16 +1,10 @@
-"""The training loop: recycled (upper layers from the cache), full and frozen (from raw text).
+"""The training loop: recycled (upper layers from the cache), full and frozen (token ids).
 
 All three modes share one plan of batches (the same keys in the same order, planned from the
 cache's token counts), one head initialisation, the seeds and the schedule: AdamW with linear
 warm-up and decay, evaluation on the dev split after each epoch, early stopping on the dev
 metric, a checkpoint after each epoch (`--resume` continues from it) and the best weights kept.
-
-A run folder holds:
-    config.json      the TrainConfig plus the label names and the cache fingerprint
-    weights.pt       the trainable parameters (adapters, head, fine-tuned layers) of the best epoch
-    checkpoint.pt    the latest epoch's weights, optimizer, schedule and RNG states (for resume)
-    steps.jsonl      one line per step: loss, cache wait seconds, compute seconds
-    metrics.json     test-split metrics of the best epoch plus train_seconds
+What the run folder holds is runtime.run_folder's; the options are runtime.config's.
 
 Under `torchrun` (WORLD_SIZE > 1) the model is wrapped in DDP (gloo on CPU, nccl on CUDA) and
 each rank loads only its own share of the batches; rank 0 evaluates and writes the run folder.
@@ -21,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 import random
 import time
 
@@ -29,176 +22,42 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from runtime import inference
-from runtime.errors import RuntimeConfigError
-from runtime.labels import LabelledData, LabelsConfig, load_labelled
-from runtime.loader import BatchPlan, plan_cache_batches, shard_batches
+from runtime import distributed, run_folder
+from runtime.batches import batch_source, model_inputs
+from runtime.config import TrainConfig, batch_plan, labels_config, planned_epochs
+from runtime.evaluation import evaluate
+from runtime.inputs import open_cache
+from runtime.labels import LabelledData, load_labelled
+from runtime.loader import plan_cache_batches, shard_batches
+from runtime.models import build_model
 from runtime.prefetch import Prefetcher
+from runtime.run_folder import RunConfig, TrainingState
+from runtime.tasks import task_named
 
-MODES = ("recycled", "full", "frozen")
-ADAPTERS = ("lora", "bottleneck", "finetune", "none")
-LORA_TARGETS = ("attention", "all")
-# The default recipe's numbers, chosen by the runs in docs/RECIPE.md.
-HEAD_LR_FACTOR = 10.0  # head learning rate / encoder learning rate
-MIN_STEPS = 600  # epochs=None trains at least this many steps ...
-MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 3, 20  # ... in this many epochs
-CLASS_WEIGHTINGS = ("none", "sqrt")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything a run depends on; saved as RUN/config.json."""
-
-    cache: str  # cache folder (cache_format.open); its manifest names model, layer, corpus
-    labels: str  # labels file (.jsonl / .csv), see runtime.labels
-    task: str  # seq-cls | token-cls | qa
-    out: str  # run folder
-    mode: str = "recycled"  # recycled | full | frozen
-    epochs: int | None = None  # None: enough for MIN_STEPS optimizer steps (planned_epochs)
-    seed: int = 0  # seeds torch, numpy, python, the batch shuffle and the split (if drawn)
-    lr: float | None = None  # None: 1e-3 for adapters, 1e-4 for fine-tuning
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1  # share of all steps spent warming the learning rate up
-    patience: int = 3  # epochs without dev improvement before stopping early
-    adapter: str = "lora"  # lora | bottleneck | finetune | none (head only)
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_targets: str = "all"  # all: every linear of a layer; attention: query and value only
-    bottleneck_size: int = 64
-    pooling: str = "auto"  # seq-cls: auto | pooler | cls | mean (runtime.heads.resolve_pooling)
-    head_lr: float | None = None  # None: the encoder's learning rate (see head_learning_rate)
-    class_weighting: str = "sqrt"  # sqrt: cross-entropy weights 1/sqrt(class frequency) | none
-    min_epochs: int = 1  # early stopping never stops before this many epochs
-    max_train_examples: int | None = None  # a seeded subset of the train split (small-data runs)
-    token_budget: int = 4096  # padded tokens per batch
-    max_batch_size: int = 32
-    shuffle_window: int = 32  # consecutive keys read together (see runtime.loader)
-    windows_per_block: int = 16  # windows mixed per block of batches (see runtime.loader)
-    prefetch_depth: int = 4  # batches loaded ahead
-    id_field: str = "id"
-    label_field: str = "label"
-    words_field: str = "words"
-    corpus: str | None = None  # full/frozen: raw text (default: the manifest's corpus)
-    model: str | None = None  # expected model (default: the manifest's); refused if it differs
-    layer: int | None = None  # expected K (default: the manifest's); refused if it differs
-    allow_unlabelled: bool = False
-    resume: bool = False
-    overwrite: bool = False  # replace a finished run of the same task in `out`
-    device: str = "cpu"
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise RuntimeConfigError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
-        if self.adapter not in ADAPTERS:
-            raise RuntimeConfigError(f"adapter {self.adapter!r} is not one of {', '.join(ADAPTERS)}")
-        if self.epochs is not None and self.epochs < 1:
-            raise RuntimeConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if self.lora_targets not in LORA_TARGETS:
-            raise RuntimeConfigError(f"lora_targets {self.lora_targets!r} is not one of "
-                                     f"{', '.join(LORA_TARGETS)}")
-        if self.class_weighting not in CLASS_WEIGHTINGS:
-            raise RuntimeConfigError(f"class_weighting {self.class_weighting!r} is not one of "
-                                     f"{', '.join(CLASS_WEIGHTINGS)}")
-        if self.max_train_examples is not None and self.max_train_examples < 1:
-            raise RuntimeConfigError(f"max_train_examples must be >= 1, got {self.max_train_examples}")
-        _check_ranges(self)
-
-    @property
-    def learning_rate(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return 1e-4 if self.adapter == "finetune" else 1e-3
-
-    @property
-    def head_learning_rate(self) -> float:
-        """The head starts from random weights: by default it learns 10x faster than the encoder
-        (measured on WNUT-16: see docs/RECIPE.md)."""
-        return HEAD_LR_FACTOR * self.learning_rate if self.head_lr is None else self.head_lr
-
-
-def planned_epochs(config: TrainConfig, per_epoch: int) -> int:
-    """`config.epochs`, or enough epochs for MIN_STEPS optimizer steps, within [3, 20].
-
-    A fixed epoch count starves small data sets: 200 examples are 7 steps an epoch, and 3 epochs
-    leave a random head barely trained. Early stopping on dev ends long runs that stop paying.
-    """
-    if config.epochs is not None:
-        return config.epochs
-    return int(min(MAX_AUTO_EPOCHS, max(MIN_AUTO_EPOCHS, -(-MIN_STEPS // max(1, per_epoch)))))
-
-
-# field: (lowest, highest, why) for the numeric options; None = unbounded on that side.
-_RANGES = {
-    "seed": (0, 2**32 - 1, "numpy and torch seeds are unsigned 32-bit"),
-    "weight_decay": (0.0, None, "a negative decay grows the weights"),
-    "warmup_ratio": (0.0, 1.0, "it is the share of all steps spent warming up"),
-    "patience": (1, None, "patience 0 would stop after the first epoch whatever the dev score; "
-                          "pass --epochs 1 for one epoch"),
-    "min_epochs": (1, None, "epochs before early stopping may stop"),
-    "lora_r": (1, None, "the rank of the LoRA update"),
-    "lora_alpha": (1, None, "LoRA's scale is alpha / r"),
-    "bottleneck_size": (1, None, "the width of the adapter's bottleneck"),
-    "token_budget": (1, None, "padded tokens per batch; at least the longest record's length"),
-    "max_batch_size": (1, None, "examples per batch"),
-    "shuffle_window": (1, None, "keys read together"),
-    "windows_per_block": (1, None, "windows mixed per block"),
-    "prefetch_depth": (1, None, "batches loaded ahead"),
-}
-
-
-def _check_ranges(config) -> None:
-    """Range-check the numeric options, and the learning rate and device, with the fix."""
-    for name, (low, high, why) in _RANGES.items():
-        value = getattr(config, name)
-        if value is None:  # "choose for me" where a field allows it
-            continue
-        if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f">= {low}" if high is None else f"in {low}..{high}"
-            raise RuntimeConfigError(f"{name} must be {bounds} ({why}), got {value}")
-    for name in ("lr", "head_lr"):
-        value = getattr(config, name)
-        if value is not None and not 0 < value < 1:
-            raise RuntimeConfigError(f"{name} must be > 0 and < 1 (a peak learning rate), got "
-                                     f"{value}")
-    _check_device(config.device)
-
-
-def _check_device(device: str) -> None:
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise RuntimeConfigError(f"device {device!r} is not a torch device; pass cpu, cuda or "
-                                 "cuda:N") from None
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (parsed.index or 0) >= count:
-            raise RuntimeConfigError(f"device {device!r} is not available here ({count} CUDA "
-                                     "device(s) visible); pass --device cpu")
-    elif parsed.type != "cpu":
-        raise RuntimeConfigError(f"device {device!r} is not supported; pass cpu or cuda[:N]")
+__all__ = ["TrainConfig", "train", "subset_train", "class_weights"]  # TrainConfig: runtime.config
 
 
 def train(config: TrainConfig) -> dict:
     """Train as `config` says; returns the test metrics (also written to RUN/metrics.json)."""
-    rank, world = _distributed_init(config)
+    rank, world = distributed.init(config)
     _seed_everything(config.seed)
-    reader = inference.open_cache(config.cache, model=config.model, layer=config.layer)
-    data = subset_train(load_labelled(_labels_config(config), reader), config)
-    built = inference.build_model(config, reader.manifest, data.label_names)
+    reader = open_cache(config.cache, model=config.model, layer=config.layer)
+    data = subset_train(load_labelled(labels_config(config), reader), config)
+    built = build_model(config, reader.manifest, data.label_names)
     if rank == 0:  # only now: a run refused for its inputs leaves no folder behind
-        _prepare_run_folder(config)
-    source = inference.batch_source(config, reader, built, data)
-    if rank == 0:
-        write_run_config(config, inference.run_metadata(reader.manifest, data, built))
+        run_folder.prepare_run_folder(config)
+        RunConfig.of_training(config, reader.manifest, data.label_names,
+                              getattr(built.head, "pooling", "pooler")).save()
+    source = batch_source(config, reader, data, built.model_path)
     weights = class_weights(config, data)
     loss_options = {} if weights is None else {"class_weights": weights.to(config.device)}
-    state = _State()
     per_epoch = len(shard_batches(_plan(config, reader, data.split("train"), 0), 0, world))
     epochs = planned_epochs(config, per_epoch)
     optimizer, schedule = _optimizer(config, built.model, per_epoch * epochs)
+    state = TrainingState()
     if config.resume:
-        state = _load_checkpoint(config, built.model, optimizer, schedule)
-    net = _wrap_ddp(built.model, world)
+        state = run_folder.load_checkpoint(config, built.model, optimizer, schedule)
+    net = distributed.wrap(built.model, world)
     t0 = time.perf_counter() - state.train_seconds
     for epoch in range(state.epoch, epochs):
         batches = shard_batches(_plan(config, reader, data.split("train"), epoch), rank, world)
@@ -206,20 +65,12 @@ def train(config: TrainConfig) -> dict:
                      rank, loss_options)
         state.train_seconds = time.perf_counter() - t0
         stop = _end_of_epoch(config, built, source, reader, data, state, epoch, rank)
-        _save_checkpoint(config, built.model, optimizer, schedule, state, rank)
-        if _agree(stop, world):
+        run_folder.save_checkpoint(config, built.model, optimizer, schedule, state, rank)
+        if distributed.agree(stop, world):
             break
     metrics = _finish(config, built, source, reader, data, state, rank, epochs)
-    _distributed_done(world)
+    distributed.done(world)
     return metrics
-
-
-@dataclasses.dataclass
-class _State:
-    epoch: int = 0  # next epoch to run
-    best: float = -1.0  # best dev score so far
-    bad_epochs: int = 0  # epochs since the dev score last improved
-    train_seconds: float = 0.0
 
 
 def subset_train(data: LabelledData, config: TrainConfig) -> LabelledData:
@@ -241,7 +92,7 @@ def class_weights(config: TrainConfig, data: LabelledData) -> torch.Tensor | Non
     weights would make every rare-entity guess cheap. None when weighting is off or not a
     classification task.
     """
-    if config.class_weighting == "none" or config.task not in ("seq-cls", "token-cls"):
+    if config.class_weighting == "none" or not task_named(config.task).class_weighted:
         return None
     counts = np.zeros(len(data.label_names), dtype=np.float64)
     for e in data.split("train"):
@@ -256,20 +107,9 @@ def class_weights(config: TrainConfig, data: LabelledData) -> torch.Tensor | Non
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _labels_config(config: TrainConfig) -> LabelsConfig:
-    return LabelsConfig(path=config.labels, task=config.task, id_field=config.id_field,
-                        label_field=config.label_field, words_field=config.words_field,
-                        seed=config.seed, allow_unlabelled=config.allow_unlabelled)
-
-
-def _plan(config: TrainConfig, reader, examples: list, epoch: int, shuffle: bool = True):
+def _plan(config: TrainConfig, reader, examples: list, epoch: int):
     return plan_cache_batches(reader, [e.key for e in examples], batch_plan(config),
-                              shuffle=shuffle, seed=config.seed, epoch=epoch)
-
-
-def batch_plan(config: TrainConfig) -> BatchPlan:
-    return BatchPlan(config.token_budget, config.max_batch_size, config.shuffle_window,
-                     config.windows_per_block)
+                              shuffle=True, seed=config.seed, epoch=epoch)
 
 
 def _optimizer(config: TrainConfig, model, total_steps: int):
@@ -303,7 +143,7 @@ def _train_epoch(config, net, built, source, batches, optimizer, schedule, epoch
     with Prefetcher(batches, source, depth=config.prefetch_depth, device=config.device) as pf:
         for step, batch in enumerate(pf):
             t0 = time.perf_counter()
-            logits = net(batch["inputs"], batch["attention_mask"])
+            logits = net(*model_inputs(batch))
             loss = built.head.loss(logits, batch["labels"], **loss_options)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -326,18 +166,19 @@ def _step_log(config: TrainConfig, rank: int):
     return open(os.path.join(config.out, "steps.jsonl"), "a", buffering=1) if rank == 0 else None
 
 
-def _end_of_epoch(config, built, source, reader, data, state: _State, epoch, rank) -> bool:
+def _end_of_epoch(config, built, source, reader, data, state: TrainingState, epoch,
+                  rank) -> bool:
     """Evaluate on dev (rank 0), keep the best weights; True when early stopping says stop."""
     state.epoch = epoch + 1
     if rank != 0:
         return False
     dev = data.split("dev") or data.split("train")  # tiny data sets may have no dev split
-    scores = inference.evaluate(config, built, source, reader, data, dev)
-    score = scores[inference.PRIMARY[config.task]]
+    scores = evaluate(config, built, source, reader, data, dev)
+    score = scores[task_named(config.task).primary_metric]
     print(f"epoch {epoch + 1}: dev {json.dumps(_rounded(scores))}", flush=True)
     if score > state.best:
         state.best, state.bad_epochs = score, 0
-        torch.save(_trainable_state(built.model), os.path.join(config.out, "weights.pt"))
+        torch.save(run_folder.trainable_state(built.model), os.path.join(config.out, "weights.pt"))
     else:
         state.bad_epochs += 1
     if state.bad_epochs >= config.patience and state.epoch < config.min_epochs:
@@ -351,93 +192,20 @@ def _end_of_epoch(config, built, source, reader, data, state: _State, epoch, ran
     return False
 
 
-def _finish(config, built, source, reader, data, state: _State, rank, epochs: int) -> dict:
+def _finish(config, built, source, reader, data, state: TrainingState, rank,
+            epochs: int) -> dict:
     if rank != 0:
         return {}
     weights = torch.load(os.path.join(config.out, "weights.pt"), weights_only=True)
     built.model.load_state_dict(weights, strict=False)
     test = data.split("test") or data.split("dev") or data.split("train")
-    metrics = inference.evaluate(config, built, source, reader, data, test)
+    metrics = evaluate(config, built, source, reader, data, test)
     metrics["dev_best"] = state.best  # the dev score that chose these weights
     metrics["train_seconds"] = round(state.train_seconds, 3)
     metrics["epochs_run"] = state.epoch
     metrics["epochs_planned"] = epochs
-    _write_json(os.path.join(config.out, "metrics.json"), metrics)
+    run_folder.write_json(os.path.join(config.out, "metrics.json"), metrics)
     return metrics
-
-
-def _trainable_state(model) -> dict:
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {n: t.detach().cpu().clone() for n, t in model.state_dict().items() if n in names}
-
-
-def _save_checkpoint(config, model, optimizer, schedule, state: _State, rank: int) -> None:
-    if rank != 0:
-        return
-    path = os.path.join(config.out, "checkpoint.pt")
-    torch.save({"weights": _trainable_state(model), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "state": dataclasses.asdict(state),
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                        "python": random.getstate()}}, path + ".tmp")
-    os.replace(path + ".tmp", path)  # a crash mid-save keeps the previous checkpoint
-
-
-def _load_checkpoint(config, model, optimizer, schedule) -> _State:
-    path = os.path.join(config.out, "checkpoint.pt")
-    if not os.path.isfile(path):
-        raise RuntimeConfigError(f"--resume given but {path!r} does not exist; "
-                                 "drop --resume to start a new run")
-    try:
-        ckpt = torch.load(path, weights_only=False)
-    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError):
-        raise RuntimeConfigError(f"{path} is truncated or damaged (a run killed while saving "
-                                 "it?); drop --resume to start the run again") from None
-    model.load_state_dict(ckpt["weights"], strict=False)
-    optimizer.load_state_dict(ckpt["optimizer"])
-    schedule.load_state_dict(ckpt["schedule"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    np.random.set_state(ckpt["rng"]["numpy"])
-    random.setstate(ckpt["rng"]["python"])
-    return _State(**ckpt["state"])
-
-
-def _prepare_run_folder(config: TrainConfig) -> None:
-    """Refuse a folder holding another task's run, or a finished run, unless told otherwise."""
-    path = os.path.join(config.out, "config.json")
-    if os.path.isfile(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                old = json.load(f)
-        except ValueError:
-            raise RuntimeConfigError(f"{path} is damaged (half-written?); pick another --out or "
-                                     "delete that run folder") from None
-        if not isinstance(old, dict):
-            old = {}
-        if old.get("task") != config.task:
-            raise RuntimeConfigError(
-                f"run folder {config.out!r} holds a {old.get('task')!r} run, not {config.task!r}; "
-                "pick another --out")
-        done = os.path.isfile(os.path.join(config.out, "metrics.json"))
-        if done and not (config.resume or config.overwrite):
-            raise RuntimeConfigError(f"run folder {config.out!r} already holds a finished run; "
-                                     "pick another --out, or pass --overwrite to replace it")
-    os.makedirs(config.out, exist_ok=True)
-    if not config.resume:
-        for name in ("steps.jsonl", "metrics.json"):
-            if os.path.exists(os.path.join(config.out, name)):
-                os.remove(os.path.join(config.out, name))
-
-
-def write_run_config(config: TrainConfig, extra: dict) -> None:
-    """RUN/config.json: the TrainConfig plus what predict needs to rebuild the model."""
-    _write_json(os.path.join(config.out, "config.json"), {**dataclasses.asdict(config), **extra})
-
-
-def _write_json(path: str, obj: dict) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
 
 
 def _rounded(scores: dict) -> dict:
@@ -450,39 +218,3 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _distributed_init(config: TrainConfig):
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if config.device.startswith("cuda") else "gloo")
-    return dist.get_rank(), world
-
-
-def _wrap_ddp(model, world: int):
-    if world <= 1:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(model, find_unused_parameters=False)
-
-
-def _agree(stop: bool, world: int) -> bool:
-    """Rank 0's early-stopping decision, shared so every rank leaves the loop together."""
-    if world <= 1:
-        return stop
-    import torch.distributed as dist
-
-    flag = torch.tensor([1 if stop else 0])
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())
-
-
-def _distributed_done(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()

@@ -12,11 +12,10 @@ import torch
 from runtime.adapters import (
     AdapterConfig,
     apply_adapters,
-    load_adapters,
     merge_adapters,
-    save_adapters,
     unmerge_adapters,
 )
+from runtime.adapter_files import load_adapters, save_adapters
 from runtime.errors import RuntimeConfigError
 from runtime.heads import build_head
 from runtime.models import RecycledModel

@@ -3,7 +3,7 @@
 Tiny random encoders of three families (BERT, RoBERTa, MPNet) get a layer-2 fp32 cache built in
 PyTorch, a one-epoch run per (task, adapter, pooling) case, and an export per format. On the
 run's test split the exported model, loaded back the way a user loads it, must give the logits
-`runtime.runs`/`runtime.inference.predict_logits` give (what `python -m runtime.predict` ranks
+`runtime.prediction`/`runtime.evaluation.predict_logits` give (what `python -m runtime.predict` ranks
 by), within 1e-4 on every real token. Fresh subprocesses then load each format with only
 transformers / peft / onnxruntime importable (no PYTHONPATH, HF_HUB_OFFLINE=1).
 """
@@ -117,18 +117,19 @@ def trained(families):
 
 def _runtime_logits(run: str) -> dict:
     """key -> logits of the run's test split, as runtime.predict computes them."""
-    from runtime import inference, runs
-    from runtime.loader import CacheBatches, TextBatches
+    from runtime import prediction
+    from runtime.batches import CacheBatches, token_source
+    from runtime.evaluation import predict_logits
+    from runtime.tasks import task_named
 
-    loaded = runs.load_run(run)
-    keys = runs.split_keys(loaded, "test")
-    dummy = {k: runs._dummy_target(loaded.config.task) for k in keys}
+    loaded = prediction.load_run(run)
+    keys = prediction.split_keys(loaded, "test")
+    dummy = {k: task_named(loaded.config.task).dummy_target() for k in keys}
     if loaded.config.mode == "recycled":
         source = CacheBatches(loaded.reader, dummy, loaded.config.task)
     else:
-        ids = {k: loaded.reader.token_ids(k).astype(np.int64) for k in keys}
-        source = TextBatches(ids, dummy, loaded.config.task, 0)
-    logits = inference.predict_logits(loaded.config, loaded.built, source, loaded.reader, keys)
+        source = token_source(loaded.reader, dummy, loaded.config.task, loaded.built.model_path)
+    logits = predict_logits(loaded.config, loaded.built, source, loaded.reader, keys)
     return {k: (logits[k], loaded.reader.token_ids(k).astype(np.int64)) for k in keys}
 
 
@@ -167,7 +168,8 @@ def _assert_same(expected: dict, logits_of, names) -> float:
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_hf_export_predicts_as_the_run(case, trained, tmp_path):
     import transformers
-    from runtime.handoff import AUTO_CLASSES, hf_logits
+    from runtime.handoff_parity import hf_logits
+    from runtime.tasks import task_named
 
     run = trained(case)
     out = _export(run, tmp_path / "hf", "hf")
@@ -184,7 +186,7 @@ def test_hf_export_predicts_as_the_run(case, trained, tmp_path):
     if task != "qa":
         names = json.loads(card.split("labels (id2label): `")[1].split("`")[0])
         assert config["id2label"] == names
-    model = getattr(transformers, AUTO_CLASSES[task]).from_pretrained(
+    model = getattr(transformers, task_named(task).auto_class).from_pretrained(
         str(out), trust_remote_code=custom).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
     _assert_same(_runtime_logits(run), lambda feed: hf_logits(model, feed),
@@ -198,13 +200,14 @@ PEFT_CASES = [c for c in CASES if c[2] == "lora"]
 def test_peft_export_predicts_as_the_run(case, trained, families, tmp_path):
     import transformers
     from peft import PeftModel
-    from runtime.handoff import AUTO_CLASSES, hf_logits
+    from runtime.handoff_parity import hf_logits
+    from runtime.tasks import task_named
 
     run = trained(case)
     out = _export(run, tmp_path / "peft", "peft")
     adapter = json.loads((out / "adapter_config.json").read_text())
     task, pooling = case[1], case[3]
-    cls = getattr(transformers, AUTO_CLASSES[task])
+    cls = getattr(transformers, task_named(task).auto_class)
     if pooling in ("cls", "mean"):  # no transformers head: the base ships beside the adapter
         base = cls.from_pretrained(str(out / "base"), trust_remote_code=True)
     else:
@@ -245,14 +248,14 @@ def _user_process(script: str, tmp_path, **values) -> object:
 
 def _expected_probs(run: str, texts) -> list:
     """Softmax of the run's own logits per text (one text at a time, no padding)."""
-    from runtime import handoff
+    from runtime import handoff, handoff_parity
 
     loaded = handoff.load_trained_run(run)
-    tokenizer = handoff.load_tokenizer(loaded)
+    tokenizer = handoff_parity.load_tokenizer(loaded)
     out = []
     for text in texts:
         inputs = {k: v.to(torch.long) for k, v in tokenizer([text], return_tensors="pt").items()}
-        logits = handoff.runtime_logits(loaded, inputs)[0][0]
+        logits = handoff_parity.runtime_logits(loaded, inputs)[0][0]
         p = np.exp(logits - logits.max(-1, keepdims=True))
         out.append((p / p.sum(-1, keepdims=True), loaded.label_names))
     return out
@@ -403,7 +406,7 @@ def test_real_model_pipeline_scores_the_runs_accuracy(tmp_path, jsonl):
     """all-MiniLM-L6-v2, K=3, LoRA: the text-classification pipeline on the exported folder
     predicts every test example as runtime.predict does, so it scores metrics.json's accuracy."""
     from export.build import BuildConfig, build_cache
-    from runtime import runs
+    from runtime import prediction as runs
     from runtime.trainer import TrainConfig, train
     from test_predict_real import TEXTS as TOPICS
 
@@ -461,7 +464,7 @@ def test_hf_export_of_other_families(name, tmp_path):
     out = _export(run, tmp_path / "hf", "hf")
     assert not (out / "modeling_recycled.py").exists()
     model = transformers.AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
-    from runtime.handoff import hf_logits
+    from runtime.handoff_parity import hf_logits
 
     _assert_same(_runtime_logits(run), lambda feed: hf_logits(model, feed),
                  ["input_ids", "attention_mask"])
@@ -472,7 +475,7 @@ def test_a_run_from_before_pooling_and_lora_targets_exports_as_trained(trained, 
     on query/value, not today's defaults: predict and export rebuild the model it trained."""
     import shutil
 
-    from runtime import runs
+    from runtime import prediction as runs
 
     old = tmp_path / "old-run"
     shutil.copytree(trained(CASES[0]), old)

@@ -100,7 +100,7 @@ def test_regression_head_uses_mse():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("ner", 3), "task 'ner' is unknown; expected one of ['seq-cls', 'token-cls', 'qa']"),
+        (("ner", 3), "task 'ner' is not one of seq-cls, token-cls, qa; pick one with --task"),
         (("seq-cls", 0), "num_labels=0; expected a positive integer (the number of classes)"),
         (("qa", 3), "num_labels=3 for task 'qa'; expected 2 (start and end logits)"),
     ],

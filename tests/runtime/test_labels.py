@@ -3,8 +3,8 @@
 import pytest
 
 from runtime.errors import RuntimeConfigError
-from runtime.labels import (IGNORE_INDEX, LabelsConfig, align_word_labels, assign_splits,
-                            load_labelled)
+from runtime.labels import LabelsConfig, assign_splits, load_labelled
+from runtime.targets import IGNORE_INDEX, align_word_labels
 
 IDS3 = ([101, 5, 102], None)
 

@@ -1,12 +1,9 @@
 """runtime.loader: batches respect the token budget, cover every key once, shuffle locally."""
 
-import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings, strategies as st
 
-from runtime.loader import (BatchPlan, collate_hidden, collate_ids, pad_targets, plan_batches,
-                            shard_batches)
+from runtime.loader import BatchPlan, plan_batches, shard_batches
 
 
 def _keys(n):
@@ -69,23 +66,6 @@ def test_shard_batches_gives_equal_disjoint_shares():
     assert len(r0) == len(r1) == 3
     assert not {b[0] for b in r0} & {b[0] for b in r1}
     assert shard_batches(batches, 0, 1) == batches
-
-
-def test_collate_pads_to_batch_max_and_builds_mask():
-    a, b = np.ones((3, 4), np.float32), np.full((1, 4), 2, np.float32)
-    hidden, mask = collate_hidden([a, b])
-    assert hidden.shape == (2, 3, 4)
-    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
-    assert hidden[1, 0, 0] == 2 and hidden[1, 1:].abs().sum() == 0
-    ids, mask = collate_ids([[5, 6], [7]], pad_id=0)
-    assert ids.tolist() == [[5, 6], [7, 0]] and mask.tolist() == [[1, 1], [1, 0]]
-
-
-def test_pad_targets_per_task():
-    assert pad_targets([1, 0], "seq-cls", 5).tolist() == [1, 0]
-    tok = pad_targets([np.array([1, -100]), np.array([2])], "token-cls", 3)
-    assert tok.tolist() == [[1, -100, -100], [2, -100, -100]]
-    assert pad_targets([(1, 2)], "qa", 4).dtype == torch.long
 
 
 def test_bad_plan_is_refused():

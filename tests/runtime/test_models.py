@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from runtime.adapters import AdapterConfig, apply_adapters, load_adapters, save_adapters
+from runtime.adapter_files import load_adapters, save_adapters
+from runtime.adapters import AdapterConfig, apply_adapters
 from runtime.errors import RuntimeConfigError
 from runtime.heads import build_head
 from runtime.models import FullModel, RecycledModel

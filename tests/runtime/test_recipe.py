@@ -118,7 +118,7 @@ def _run(tiny_task, tmp_path, **kw):
 
 
 def test_mean_pooling_run_records_its_pooling_and_reloads(tiny_task, tmp_path):
-    from runtime.runs import load_run
+    from runtime.prediction import load_run
 
     metrics = train(_run(tiny_task, tmp_path, pooling="mean", adapter="none", epochs=4,
                          patience=4, lr=3e-2))
@@ -133,16 +133,17 @@ def test_mean_pooling_run_records_its_pooling_and_reloads(tiny_task, tmp_path):
 
 
 def test_head_learning_rate_is_its_own_optimizer_group(tiny_task, tmp_path):
-    from runtime import inference
+    from runtime.inputs import open_cache
+    from runtime.models import build_model
     from runtime.trainer import _optimizer
 
     config = _run(tiny_task, tmp_path, lr=1e-3, head_lr=1e-2)
-    reader = inference.open_cache(config.cache)
+    reader = open_cache(config.cache)
     from runtime.labels import load_labelled
-    from runtime.trainer import _labels_config
+    from runtime.config import labels_config
 
-    data = load_labelled(_labels_config(config), reader)
-    built = inference.build_model(config, reader.manifest, data.label_names)
+    data = load_labelled(labels_config(config), reader)
+    built = build_model(config, reader.manifest, data.label_names)
     optimizer, _ = _optimizer(config, built.model, 10)
     head = {id(p) for p in built.head.parameters()}
     for group in optimizer.param_groups:
@@ -152,18 +153,19 @@ def test_head_learning_rate_is_its_own_optimizer_group(tiny_task, tmp_path):
 
 
 def test_lora_on_all_linears_adapts_attention_and_ffn(tiny_task, tmp_path):
-    from runtime import inference
+    from runtime.inputs import open_cache
+    from runtime.models import build_model
     from runtime.labels import load_labelled
-    from runtime.trainer import _labels_config
+    from runtime.config import labels_config
 
     config = _run(tiny_task, tmp_path, lora_targets="all")
-    reader = inference.open_cache(config.cache)
-    data = load_labelled(_labels_config(config), reader)
-    built = inference.build_model(config, reader.manifest, data.label_names)
+    reader = open_cache(config.cache)
+    data = load_labelled(labels_config(config), reader)
+    built = build_model(config, reader.manifest, data.label_names)
     adapted = {n.split(".lora_A")[0].split(".")[-1] for n, _ in built.model.named_parameters()
                if ".lora_A" in n}
     assert adapted == {"query", "key", "value", "dense"}  # dense: attention output, FFN in and out
-    attention_only = inference.build_model(_run(tiny_task, tmp_path, lora_targets="attention"),
+    attention_only = build_model(_run(tiny_task, tmp_path, lora_targets="attention"),
                                            reader.manifest,
                                            data.label_names)
     assert {n.split(".lora_A")[0].split(".")[-1] for n, _ in
@@ -171,7 +173,7 @@ def test_lora_on_all_linears_adapts_attention_and_ffn(tiny_task, tmp_path):
 
 
 def test_epochs_default_to_enough_steps_within_bounds():
-    from runtime.trainer import MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS, MIN_STEPS, planned_epochs
+    from runtime.config import MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS, MIN_STEPS, planned_epochs
 
     config = TrainConfig(cache="", labels="", task="seq-cls", out="")
     assert planned_epochs(config, MIN_STEPS) == MIN_AUTO_EPOCHS  # big data: at least 3
@@ -195,7 +197,7 @@ def test_min_epochs_keeps_training_past_patience(tiny_task, tmp_path, capsys):
 def test_two_processes_writing_a_builtin_task_at_once_both_succeed(tmp_path):
     import multiprocessing
 
-    from runtime.tasks import write_task
+    from runtime.datasets import write_task
 
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=write_task, args=("wnut16", str(tmp_path))) for _ in range(4)]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from runtime.errors import RuntimeConfigError
-from runtime import trainer
+from runtime import run_folder
 from runtime.trainer import TrainConfig, train
 
 
@@ -85,17 +85,17 @@ def test_resume_continues_from_the_checkpoint_as_if_never_stopped(tiny_task, tmp
                                                                    monkeypatch):
     straight = train(_config(tiny_task, tmp_path, out=str(tmp_path / "straight"), epochs=2,
                              patience=5))
-    original = trainer._save_checkpoint
+    original = run_folder.save_checkpoint
 
     def save_then_die(config, model, optimizer, schedule, state, rank):
         original(config, model, optimizer, schedule, state, rank)
         raise _Killed  # the process dies right after the first epoch's checkpoint
 
-    monkeypatch.setattr(trainer, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(run_folder, "save_checkpoint", save_then_die)
     config = _config(tiny_task, tmp_path, epochs=2, patience=5)
     with pytest.raises(_Killed):
         train(config)
-    monkeypatch.setattr(trainer, "_save_checkpoint", original)
+    monkeypatch.setattr(run_folder, "save_checkpoint", original)
     resumed = train(dataclasses.replace(config, resume=True))
     assert resumed["epochs_run"] == 2
     assert {e for e, _, _ in _batches_of(tmp_path / "run")} == {0, 1}  # epoch 0 not rerun

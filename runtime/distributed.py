@@ -1,0 +1,50 @@
+"""Training under `torchrun`: the process group, the DDP wrapper, and rank 0's decisions shared.
+
+With WORLD_SIZE unset or 1 every function here is a no-op, so the trainer reads the same either
+way. gloo on CPU, nccl on CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def init(config):
+    """(rank, world size); starts the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if config.device.startswith("cuda") else "gloo")
+    return dist.get_rank(), world
+
+
+def wrap(model, world: int):
+    if world <= 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, find_unused_parameters=False)
+
+
+def agree(stop: bool, world: int) -> bool:
+    """Rank 0's early-stopping decision, shared so every rank leaves the loop together."""
+    if world <= 1:
+        return stop
+    import torch.distributed as dist
+
+    flag = torch.tensor([1 if stop else 0])
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def done(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
