@@ -30,7 +30,9 @@ def final_states(reader, upper, keys: list, device: str = "cpu") -> dict:
 
 def features(task: str, examples: list, states: dict):
     """(X [n, H], y [n]) for seq-cls (mean-pooled) or token-cls (labelled tokens)."""
-    if task == "seq-cls":
+    from runtime.tasks import task_named
+
+    if not task_named(task).per_token:
         x = np.stack([states[e.key].mean(axis=0) for e in examples])
         return x, np.array([e.target for e in examples], dtype=np.int64)
     xs, ys = [], []
@@ -82,7 +84,9 @@ def _score(task, data, linear, examples, states, mean, std) -> float:
     def predict(x):
         return linear(torch.from_numpy((x - mean) / std).float()).argmax(-1).numpy()
 
-    if task == "seq-cls":
+    from runtime.tasks import task_named
+
+    if not task_named(task).per_token:
         x, y = features(task, examples, states)
         return metrics.accuracy(list(y), list(predict(x)))
     names = data.label_names

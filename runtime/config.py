@@ -59,7 +59,7 @@ class TrainConfig:
     id_field: str = "id"
     label_field: str = "label"
     words_field: str = "words"
-    corpus: str | None = None  # full/frozen: raw text (default: the manifest's corpus)
+    corpus: str | None = None  # qa: the raw text answers are cut from (default: the manifest's)
     model: str | None = None  # expected model (default: the manifest's); refused if it differs
     layer: int | None = None  # expected K (default: the manifest's); refused if it differs
     allow_unlabelled: bool = False
