@@ -71,3 +71,14 @@ def test_shard_batches_gives_equal_disjoint_shares():
 def test_bad_plan_is_refused():
     with pytest.raises(ValueError, match="token_budget"):
         BatchPlan(token_budget=0)
+
+
+def test_an_unshuffled_block_is_bucketed_as_the_cache_build_buckets():
+    """One bucketing for build and training: a plan of one block is export's make_batches."""
+    from export.batching import make_batches
+
+    lengths = [7, 30, 12, 30, 5, 19, 19, 3, 25, 8]
+    keys = [f"k{i}" for i in range(len(lengths))]
+    plan = BatchPlan(token_budget=64, max_batch_size=3, window=len(keys), windows_per_block=1)
+    expected = [[keys[i] for i in b.indices] for b in make_batches(lengths, 64, 3)]
+    assert plan_batches(keys, lengths, plan, shuffle=False) == expected
