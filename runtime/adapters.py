@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from runtime.choices import ADAPTER_KINDS as KINDS, LORA_TARGETS
+from runtime.options import ADAPTER_KINDS as KINDS, LORA_TARGETS
 from runtime.errors import RuntimeConfigError
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}

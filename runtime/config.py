@@ -11,7 +11,8 @@ import dataclasses
 
 import torch
 
-from runtime.choices import ADAPTER_KINDS as ADAPTERS, CLASS_WEIGHTINGS, LORA_TARGETS, MODES
+from runtime.options import (ADAPTER_KINDS as ADAPTERS, ADAPTER_LR, CLASS_WEIGHTINGS, FINETUNE_LR,
+                             LORA_TARGETS, MODES)
 from runtime.errors import RuntimeConfigError
 from runtime.labels import LabelsConfig
 from runtime.loader import (MAX_BATCH_SIZE, SHUFFLE_WINDOW, TOKEN_BUDGET, WINDOWS_PER_BLOCK,
@@ -19,8 +20,6 @@ from runtime.loader import (MAX_BATCH_SIZE, SHUFFLE_WINDOW, TOKEN_BUDGET, WINDOW
 from runtime.tasks import task_named
 
 # The default recipe's numbers, chosen by the runs in docs/RECIPE.md.
-ADAPTER_LR = 1e-3  # peak learning rate of LoRA / bottleneck adapters (and head-only runs)
-FINETUNE_LR = 1e-4  # peak learning rate when the layers themselves are fine-tuned
 HEAD_LR_FACTOR = 10.0  # head learning rate / encoder learning rate
 MIN_STEPS = 600  # epochs=None trains at least this many steps ...
 MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 3, 20  # ... in this many epochs

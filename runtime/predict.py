@@ -17,7 +17,7 @@ import os
 import sys
 
 from cache_format.cli_errors import OneLineParser, run_cli
-from runtime.choices import TASK_NAMES
+from runtime.options import TASK_NAMES
 from runtime.errors import RuntimeConfigError
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from runtime import metrics, targets
-from runtime.choices import TASK_NAMES
+from runtime.options import TASK_NAMES
 from runtime.errors import RuntimeConfigError
 from runtime.heads import (QuestionAnsweringHead, SequenceClassificationHead,
                            TokenClassificationHead, best_span)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from runtime.errors import RuntimeConfigError
-from runtime.choices import TASK_NAMES
+from runtime.options import TASK_NAMES
 from runtime.tasks import TASKS, task_named
 
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
