@@ -8,6 +8,7 @@ positions from `pad_token_id + 1`, so 514 embeddings give 512 usable positions).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 from .errors import ExportError
 
@@ -68,9 +69,21 @@ def max_positions(config) -> int:
     return limit
 
 
-def check_layer(config, layer: int) -> None:
-    """K must leave at least one layer above it: 1 <= K < number of layers."""
-    total = num_layers(config)
-    if not 1 <= layer < total:
-        raise ExportError(f"--layer {layer} is out of range for this {total}-layer "
-                          f"{config.model_type} model; pick 1 <= K <= {total - 1}")
+def layer_problem(layer, total: int, model_type: str | None = None) -> str | None:
+    """What is wrong with splitting a `total`-layer model after layer K, or None.
+
+    The one rule for K, for export and runtime alike: an integer with 1 <= K < total (the lower
+    K layers are cached, at least one layer stays on top).
+    """
+    if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 1 <= layer < total:
+        model = f"{total}-layer {model_type} model" if model_type else f"{total}-layer model"
+        return (f"layer K={layer!r} is out of range for this {model}; pick an integer "
+                f"1 <= K <= {total - 1} (at least one layer must stay above the cache)")
+    return None
+
+
+def check_model_layer(config, layer: int) -> None:
+    """`layer_problem` for a transformers config, as an ExportError."""
+    problem = layer_problem(layer, num_layers(config), config.model_type)
+    if problem is not None:
+        raise ExportError(problem)

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .architectures import check_layer, hidden_size, max_positions, num_layers
+from .architectures import check_model_layer, hidden_size, max_positions, num_layers
 from .batching import Batch, collate, make_batches
 from .corpus import Record, estimate_records, iter_corpus
 from .defaults import BUILTIN_CORPUS, BUILTIN_DOCS, DEFAULT_MODEL_NAME
@@ -79,7 +79,7 @@ class BuildConfig:
         _check_choice("exporter", self.exporter, EXPORTERS)
         _check_choice("--compute", self.compute, COMPUTES)
         if not isinstance(self.layer, int) or isinstance(self.layer, bool):
-            # Its range depends on the model: check_layer reports it with the layer count.
+            # Its range depends on the model: check_model_layer reports it with the layer count.
             raise ExportError(f"--layer must be an integer, got {self.layer!r}")
         checks = (("--max-length", self.max_length, 2), ("--stride", self.stride, 0),
                   ("--batch-tokens", self.batch_tokens, 1), ("--window", self.window, 1))
@@ -123,7 +123,7 @@ def build_cache(config: BuildConfig, *, log: Callable[[str], None] | None = None
     out = config.out_dir()
     model_path = check_model_dir(config.model or default_model_path())
     model_config = load_config(model_path)
-    check_layer(model_config, config.layer)
+    check_model_layer(model_config, config.layer)
     tokenizer = load_tokenizer(model_path)
     records = _load_records(config)
     first = next(records)  # an empty corpus raises here, before anything is written

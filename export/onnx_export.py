@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .architectures import (architecture_for, architecture_of, check_layer, hidden_size,
+from .architectures import (architecture_for, architecture_of, check_model_layer, hidden_size,
                             max_positions, num_layers)
 from .errors import ExportError
 from .fingerprint import check_model_dir, weights_sha256
@@ -64,7 +64,7 @@ def export_lower(model_path: str | Path, layer: int, onnx_dir: str | Path, *,
         raise ExportError(f"exporter {exporter!r} is unknown; use one of {', '.join(EXPORTERS)}")
     model_path = check_model_dir(model_path)
     config = load_config(model_path)
-    check_layer(config, layer)
+    check_model_layer(config, layer)
     sha = weights_hash or weights_sha256(model_path)
     onnx_dir = Path(onnx_dir)
     onnx_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -159,12 +159,21 @@ def _heads(config) -> int:
     return int(getattr(config, "num_attention_heads", None) or getattr(config, "n_heads"))
 
 
-def _truncated_model(model_path: Path, config, layer: int):
+def truncated_model(model_path: Path, config, layer: int):
+    """The checkpoint cut to its lower `layer` layers, in eval mode: its last_hidden_state is the
+    full model's hidden_states[K]. The one builder of the lower stack in PyTorch (the exporter
+    and export.throughput's eager baseline both use it), so a norm the model applies after its
+    last layer (ModernBERT's final_norm) is dropped for both."""
     import torch
-    from transformers import AutoModel
+    from transformers import AutoModel, logging
 
     arch = architecture_of(config)
-    model = AutoModel.from_pretrained(str(model_path), **{arch.layers_key: layer}).eval()
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the unused upper-layer weights are expected
+    try:
+        model = AutoModel.from_pretrained(str(model_path), **{arch.layers_key: layer}).eval()
+    finally:
+        logging.set_verbosity(verbosity)
     if arch.final_norm is not None:
         setattr(model, arch.final_norm, torch.nn.Identity())
     return model
@@ -172,7 +181,7 @@ def _truncated_model(model_path: Path, config, layer: int):
 
 def _run_exporter(model_path, config, layer, tmp, out, exporter) -> tuple[str, str | None]:
     """Write out/model.onnx; returns (exporter used, why Optimum was not used or None)."""
-    model = _truncated_model(model_path, config, layer)
+    model = truncated_model(model_path, config, layer)
     reason = None
     if architecture_of(config).final_norm is not None and exporter != "optimum":
         exporter, reason = "torch", "optimum: the truncated model must drop its final norm"

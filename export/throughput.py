@@ -13,9 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .architectures import architecture_of
 from .batching import Batch, collate
-from .onnx_export import load_config
+from .onnx_export import load_config, truncated_model
 from .tokenize import Encoded
 
 COMPUTE_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}  # TorchLower's compute -> torch dtype
@@ -35,18 +34,10 @@ class TorchLower:
     def __init__(self, model_path: str | Path, layer: int, *, threads: int | None = None,
                  compute: str = "fp32"):
         import torch
-        from transformers import AutoModel, logging
 
         if threads is not None:
             torch.set_num_threads(threads)
-        config = load_config(Path(model_path))
-        verbosity = logging.get_verbosity()
-        logging.set_verbosity_error()  # the unused upper-layer weights are expected
-        try:
-            key = architecture_of(config).layers_key
-            self.model = AutoModel.from_pretrained(str(model_path), **{key: layer}).eval()
-        finally:
-            logging.set_verbosity(verbosity)
+        self.model = truncated_model(Path(model_path), load_config(Path(model_path)), layer)
         if compute not in COMPUTE_DTYPES:
             raise ValueError(f"compute {compute!r} is not one of {', '.join(COMPUTE_DTYPES)}")
         self.model.to(getattr(torch, COMPUTE_DTYPES[compute]))

@@ -30,8 +30,9 @@ def test_subprocess_layer_out_of_range_is_one_line_exit_2(tiny_bert, small_corpu
     done = _run("--layer", "9", "--model", str(tiny_bert), "--corpus", str(small_corpus),
                 "--out", str(tmp_path / "cache"))
     assert done.returncode == 2
-    assert done.stderr == ("error: --layer 9 is out of range for this 4-layer bert model; "
-                           "pick 1 <= K <= 3\n")
+    assert done.stderr == ("error: layer K=9 is out of range for this 4-layer bert model; "
+                           "pick an integer 1 <= K <= 3 (at least one layer must stay above "
+                           "the cache)\n")
     assert not (tmp_path / "cache").exists()
 
 
@@ -69,7 +70,7 @@ MISTAKES = [  # (id, argv, a fragment of the one line)
     ("shard-index-out-of-range", _BASE + ["--num-shards", "2", "--shard-index", "5"],
      "--shard-index 5 / --num-shards 2 are out of range"),
     ("num-shards-0", _BASE + ["--num-shards", "0"], "are out of range"),
-    ("layer-0", _BASE + ["--layer", "0", "--corpus", "{tmp}/ok.jsonl"], "--layer 0 is out of range"),
+    ("layer-0", _BASE + ["--layer", "0", "--corpus", "{tmp}/ok.jsonl"], "layer K=0 is out of range"),
     ("unknown-codec", _BASE + ["--codec", "gzip"], "argument --codec: invalid choice: 'gzip'"),
     ("unknown-device", _BASE + ["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
     ("out-is-a-file", _BASE + ["--corpus", "{tmp}/ok.jsonl", "--out", "{tmp}/c.xml",

@@ -91,8 +91,9 @@ def test_layer_out_of_range(tmp_path, layer):
     model_dir = save_tiny_model(tmp_path / "model", "bert")
     with pytest.raises(ExportError) as err:
         export_lower(model_dir, layer, tmp_path / "onnx")
-    assert str(err.value) == (f"--layer {layer} is out of range for this 4-layer bert model; "
-                              f"pick 1 <= K <= 3")
+    assert str(err.value) == (f"layer K={layer} is out of range for this 4-layer bert model; "
+                              "pick an integer 1 <= K <= 3 (at least one layer must stay above "
+                              "the cache)")
     assert not (tmp_path / "onnx").exists()
 
 
