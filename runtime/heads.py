@@ -23,36 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from export.architectures import hidden_size
+from runtime.architectures import first_set, upper_architecture
 from runtime.errors import RuntimeConfigError
-
-# seq-cls pooling: "pooler" is the architecture's AutoModelForSequenceClassification head;
-# "cls" and "mean" are dropout + one linear layer over [CLS] or the mean of the real tokens.
-POOLINGS = ("pooler", "cls", "mean")
-_HF_HEAD_CLASSES = {  # model_type -> (module, class) of the <s>/[CLS] classification head
-    "roberta": ("roberta", "RobertaClassificationHead"),
-    "xlm-roberta": ("xlm_roberta", "XLMRobertaClassificationHead"),
-    "camembert": ("camembert", "CamembertClassificationHead"),
-    "electra": ("electra", "ElectraClassificationHead"),
-    "mpnet": ("mpnet", "MPNetClassificationHead"),
-}
+from runtime.pooling import check_pooling, masked_mean
 
 
 def _hf_class(module: str, name: str):
     import importlib
 
     return getattr(importlib.import_module(f"transformers.models.{module}.modeling_{module}"), name)
-
-
-def _dropout_p(config) -> float:
-    """The classifier dropout transformers uses for this config's token/seq heads."""
-    if config.model_type == "distilbert":
-        return config.dropout
-    if config.model_type == "modernbert":
-        return config.classifier_dropout
-    if config.model_type == "deberta-v2":
-        return config.hidden_dropout_prob  # token-cls; seq-cls uses cls_dropout (see below)
-    p = getattr(config, "classifier_dropout", None)
-    return config.hidden_dropout_prob if p is None else p
 
 
 class TaskHead(nn.Module):
@@ -63,72 +43,59 @@ class TaskHead(nn.Module):
     def __init__(self, config, num_labels: int) -> None:
         super().__init__()
         self.num_labels = num_labels
-        self.model_type = config.model_type
+        self.arch = upper_architecture(config)
 
 
 class SequenceClassificationHead(TaskHead):
-    """Pools the sequence the architecture's way, then classifies: -> [B, C]."""
+    """Pools the sequence the architecture's way, then classifies: -> [B, C].
+
+    pooling "pooler" is the architecture's AutoModelForSequenceClassification head (the
+    table's `seq_pooler`); "cls" and "mean" are dropout + one linear layer over [CLS] or the mean
+    of the real tokens, as sentence-transformers pools.
+    """
 
     task = "seq-cls"
 
     def __init__(self, config, num_labels: int, pooler_state: dict | None = None,
                  pooling: str = "pooler") -> None:
         super().__init__(config, num_labels)
-        if pooling not in POOLINGS:
-            raise RuntimeConfigError(f"pooling {pooling!r} is unknown; expected one of {list(POOLINGS)}")
         cfg = copy.deepcopy(config)
         cfg.num_labels = num_labels
-        kind = config.model_type
         self.config = cfg
-        self.pooling = pooling
-        if pooling != "pooler":  # cls / mean: dropout + one linear layer, as sentence-transformers
-            hidden = config.hidden_size if kind != "distilbert" else config.dim
-            self.dropout = nn.Dropout(self._seq_dropout(cfg))
-            self.classifier = nn.Linear(hidden, num_labels)
+        self.pooling = check_pooling(pooling)
+        self.kind = "linear" if pooling != "pooler" else self.arch.seq_pooler
+        if self.kind == "hf-head":  # transformers' own head: dense, activation, out_proj
+            self.classifier = _hf_class(*self.arch.seq_head)(cfg)
             return
-        if kind in _HF_HEAD_CLASSES:
-            self.classifier = _hf_class(*_HF_HEAD_CLASSES[kind])(cfg)
-            return
-        hidden = config.hidden_size if kind != "distilbert" else config.dim
-        if kind == "bert":
+        width = hidden_size(config)
+        if self.kind == "bert-pooler":
             self.pooler = _hf_class("bert", "BertPooler")(cfg)
             if pooler_state is not None:
                 self.pooler.load_state_dict(pooler_state)  # as BertFor* would load it
-        elif kind == "distilbert":
-            self.pre_classifier = nn.Linear(hidden, hidden)
-        elif kind == "deberta-v2":
+        elif self.kind == "pre-classifier":
+            self.pre_classifier = nn.Linear(width, width)
+        elif self.kind == "context-pooler":
             self.pooler = _hf_class("deberta_v2", "ContextPooler")(cfg)
-        elif kind == "modernbert":
+        elif self.kind == "prediction-head":
             self.head = _hf_class("modernbert", "ModernBertPredictionHead")(cfg)
-        self.dropout = nn.Dropout(self._seq_dropout(cfg))
-        self.classifier = nn.Linear(hidden, num_labels)
-
-    @staticmethod
-    def _seq_dropout(cfg) -> float:
-        if cfg.model_type == "distilbert":
-            return cfg.seq_classif_dropout
-        if cfg.model_type == "deberta-v2":
-            p = getattr(cfg, "cls_dropout", None)
-            return cfg.hidden_dropout_prob if p is None else p
-        return _dropout_p(cfg)
+        self.dropout = nn.Dropout(first_set(cfg, self.arch.seq_dropout or self.arch.token_dropout))
+        self.classifier = nn.Linear(width, num_labels)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        kind = self.model_type
-        if self.pooling == "mean":
-            return self.classifier(self.dropout(masked_mean(hidden, attention_mask)))
-        if self.pooling == "cls":
-            return self.classifier(self.dropout(hidden[:, 0]))  # (B, C)
-        if kind in _HF_HEAD_CLASSES:
+        if self.kind == "hf-head":
             return self.classifier(hidden)  # these heads take [B, T, H] and pool token 0 themselves
-        if kind == "bert":
-            pooled = self.pooler(hidden)  # (B, H): dense + tanh over [CLS]
-        elif kind == "distilbert":
-            pooled = F.relu(self.pre_classifier(hidden[:, 0]))  # (B, H)
-        elif kind == "deberta-v2":
-            pooled = self.pooler(hidden)  # (B, H): ContextPooler
-        else:  # modernbert
-            pooled = self.head(_modernbert_pool(self.config, hidden, attention_mask))
-        return self.classifier(self.dropout(pooled))
+        return self.classifier(self.dropout(self._pool(hidden, attention_mask)))  # (B, C)
+
+    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, T, H] -> [B, H], before dropout and the classifier."""
+        if self.kind == "linear":
+            return masked_mean(hidden, attention_mask) if self.pooling == "mean" else hidden[:, 0]
+        if self.kind in ("bert-pooler", "context-pooler"):
+            return self.pooler(hidden)  # BertPooler (dense + tanh over [CLS]) / ContextPooler
+        if self.kind == "pre-classifier":
+            return F.relu(self.pre_classifier(hidden[:, 0]))
+        mean = self.config.classifier_pooling == "mean"  # prediction-head (ModernBERT)
+        return self.head(masked_mean(hidden, attention_mask) if mean else hidden[:, 0])
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor,
              class_weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -140,18 +107,6 @@ class SequenceClassificationHead(TaskHead):
                                weight=class_weights)
 
 
-def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the real tokens' states: hidden [B, T, H], mask [B, T] -> [B, H]."""
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # (B, H)
-
-
-def _modernbert_pool(config, hidden, attention_mask):
-    if config.classifier_pooling == "mean":
-        return masked_mean(hidden, attention_mask)
-    return hidden[:, 0]  # (B, H)
-
-
 class _PerTokenHead(TaskHead):
     """Shared body of token-cls and qa: [ModernBERT head] -> dropout -> linear, per token."""
 
@@ -159,15 +114,14 @@ class _PerTokenHead(TaskHead):
 
     def __init__(self, config, num_labels: int, dropout: float) -> None:
         super().__init__(config, num_labels)
-        hidden = config.hidden_size if config.model_type != "distilbert" else config.dim
-        if config.model_type == "modernbert":
+        if self.arch.prediction_head:
             self.head = _hf_class("modernbert", "ModernBertPredictionHead")(config)
         # HF names the dropout `drop` in ModernBERT; it has no weights, so the name is free.
         self.dropout = nn.Dropout(dropout)
-        setattr(self, self.out_name, nn.Linear(hidden, num_labels))
+        setattr(self, self.out_name, nn.Linear(hidden_size(config), num_labels))
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.model_type == "modernbert":
+        if self.arch.prediction_head:
             hidden = self.head(hidden)
         return getattr(self, self.out_name)(self.dropout(hidden))  # (B, T, C)
 
@@ -178,7 +132,7 @@ class TokenClassificationHead(_PerTokenHead):
     task = "token-cls"
 
     def __init__(self, config, num_labels: int) -> None:
-        super().__init__(config, num_labels, _dropout_p(config))
+        super().__init__(config, num_labels, first_set(config, upper_architecture(config).token_dropout))
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self._logits(hidden)
@@ -199,12 +153,10 @@ class QuestionAnsweringHead(_PerTokenHead):
             raise RuntimeConfigError(
                 f"num_labels={num_labels} for task 'qa'; expected 2 (start and end logits)"
             )
-        # HF: ModernBERT names the output `classifier`, the others `qa_outputs`; only
-        # DistilBERT applies dropout before it.
-        self.out_name = "classifier" if config.model_type == "modernbert" else "qa_outputs"
-        dropout = {"distilbert": getattr(config, "qa_dropout", 0.1),
-                   "modernbert": getattr(config, "classifier_dropout", 0.0)}.get(config.model_type, 0.0)
-        super().__init__(config, num_labels, dropout)
+        arch = upper_architecture(config)
+        self.out_name = arch.qa_output  # transformers' name for the output layer
+        super().__init__(config, num_labels,
+                         first_set(config, arch.qa_dropout, arch.qa_dropout_default))
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor):
         start, end = self._logits(hidden).split(1, dim=-1)  # 2 x (B, T, 1)
@@ -237,7 +189,8 @@ def build_head(task: str, config, num_labels: int, *, pooler_state: dict | None 
         num_labels: classes (seq-cls, token-cls); 2 for qa.
         pooler_state: BERT pooler weights to start from (default: the stack's, if given one).
         pooling: seq-cls only: "pooler" (the AutoModelForSequenceClassification head), "cls"
-            or "mean" (see POOLINGS; `resolve_pooling` turns "auto" into one of them).
+            or "mean" (runtime.options.POOLINGS; runtime.pooling.resolve_pooling turns "auto"
+            into one of them).
     """
     if hasattr(config, "layers") and hasattr(config, "config"):  # a stack was passed
         pooler_state = pooler_state if pooler_state is not None else config.pooler_state
@@ -298,34 +251,3 @@ def best_span(start_logits, end_logits, context_mask, max_answer_len: int):
     if squeeze:
         return start[0], end[0], best[0]
     return start, end, best
-
-
-def resolve_pooling(requested: str, model_path) -> str:
-    """`auto` follows a sentence-transformers checkpoint's pooling, else "pooler".
-
-    all-MiniLM-L6-v2 and all-mpnet-base-v2 were trained through their mean-pooled output; their
-    BERT/MPNet pooler was never trained for classification (a probe on it stays at the majority
-    class), so `auto` reads `modules.json` and the Pooling module's `config.json` when present.
-    """
-    import json
-    import os
-
-    if requested != "auto":
-        if requested not in POOLINGS:
-            raise RuntimeConfigError(f"pooling {requested!r} is unknown; expected auto or one "
-                                     f"of {list(POOLINGS)}")
-        return requested
-    modules = os.path.join(str(model_path), "modules.json")
-    if not os.path.isfile(modules):
-        return "pooler"
-    with open(modules, encoding="utf-8") as f:
-        entries = json.load(f)
-    for entry in entries if isinstance(entries, list) else []:
-        if str(entry.get("type", "")).endswith("models.Pooling"):
-            pooling_config = os.path.join(str(model_path), entry.get("path", ""), "config.json")
-            if not os.path.isfile(pooling_config):
-                return "mean"  # sentence-transformers' own default
-            with open(pooling_config, encoding="utf-8") as f:
-                modes = json.load(f)
-            return "cls" if modes.get("pooling_mode_cls_token") else "mean"
-    return "pooler"

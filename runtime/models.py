@@ -5,7 +5,8 @@
 
 `build_model(config, manifest, label_names)` assembles a run's model: `--mode recycled` is a
 RecycledModel fed from the cache; `--mode full` a FullModel with frozen_below=None (adapters or
-fine-tuning on all N layers); `--mode frozen` a FullModel with frozen_below=K (embeddings and layers 0..K-1 frozen, only what lies above K trains, no cache).
+fine-tuning on all N layers); `--mode frozen` a FullModel with frozen_below=K (embeddings and
+layers 0..K-1 frozen, only what lies above K trains, no cache).
 Both expose `.encoder`, `.head`, `.loss(logits, labels)` and `.trainable_parameters()`, and with
 the same checkpoint, adapters on the same layers and the same head weights they give the same
 logits for the same examples.
@@ -126,7 +127,8 @@ class Built:
 def build_model(config, manifest: dict, label_names: list) -> Built:
     """The mode's model (see module docstring), with adapters applied, in train mode."""
     from runtime.adapters import apply_adapters
-    from runtime.heads import build_head, resolve_pooling
+    from runtime.heads import build_head
+    from runtime.pooling import resolve_pooling
     from runtime.upper import load_full, load_upper
 
     path, layer = model_path_of(config, manifest), int(manifest["layer"])

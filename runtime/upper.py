@@ -12,13 +12,13 @@ Positions that models derive from token order (MPNet, DeBERTa, ModernBERT) there
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import nn
 
+from export import architectures
 from runtime.errors import RuntimeConfigError
-from runtime.upper_archs import Family, family_class, is_supported, supported_model_types
+from runtime.architectures import family_class, is_supported, supported_model_types
+from runtime.upper_archs import Family
 
 __all__ = ["UpperStack", "FullEncoder", "load_upper", "load_full", "num_layers", "check_layer",
            "upper_from_model", "full_from_model", "is_supported", "supported_model_types"]
@@ -58,22 +58,15 @@ def _layer_list(model: nn.Module, family: type[Family]) -> nn.ModuleList:
 
 def num_layers(model_path) -> int:
     """Number of transformer layers N of the checkpoint at `model_path` (config only, no weights)."""
-    return _config_num_layers(_load_config(model_path))
-
-
-def _config_num_layers(config) -> int:
-    # DistilBERT names it n_layers; the others num_hidden_layers.
-    return int(getattr(config, "num_hidden_layers", None) or config.n_layers)
+    return architectures.num_layers(_load_config(model_path))
 
 
 def check_layer(layer: int, total: int) -> int:
-    """Return `layer` if 1 <= layer < total, else raise RuntimeConfigError."""
-    if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 1 <= layer < total:
-        raise RuntimeConfigError(
-            f"layer K={layer!r} is out of range for a model with {total} layers; "
-            f"expected an integer with 1 <= K < {total} (K lower layers are cached, "
-            "at least one layer must stay on top)"
-        )
+    """Return `layer` if it can split a `total`-layer model (export's one rule), else raise
+    RuntimeConfigError."""
+    problem = architectures.layer_problem(layer, total)
+    if problem is not None:
+        raise RuntimeConfigError(problem)
     return int(layer)
 
 
@@ -113,7 +106,7 @@ class _Stack(nn.Module):
     @property
     def num_layers(self) -> int:
         """N: the number of layers of the whole checkpoint."""
-        return _config_num_layers(self.config)
+        return architectures.num_layers(self.config)
 
     def run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """hidden [B, T, H] entering layers[0], mask [B, T] -> last_hidden_state [B, T, H]."""
@@ -205,7 +198,9 @@ def load_upper(model_path, layer: int, *, attn_implementation: str | None = None
     Returns:
         UpperStack; upper(hidden [B,T,H] float, attention_mask [B,T] 0/1) -> [B,T,H].
     """
-    check_layer(layer, num_layers(model_path))
+    config = _load_config(model_path)
+    family_class(config)  # an unsupported architecture is named before its layers are counted
+    check_layer(layer, architectures.num_layers(config))
     return upper_from_model(_load_base_model(model_path, attn_implementation), layer)
 
 

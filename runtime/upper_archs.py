@@ -4,8 +4,9 @@ A `Family` module holds the encoder-level state that every layer of that archite
 (DeBERTa-v2's relative embeddings and their LayerNorm, MPNet's relative attention bias,
 ModernBERT's final norm) and knows the family's calling convention: how the 0/1 padding mask
 becomes the mask the layers expect, how one layer is called, and what runs after the last layer.
-`runtime.upper` builds both the upper stack and the full encoder from the same family, so the
-recycled and full models run literally the same code above layer K.
+runtime.architectures maps each model type to its family. `runtime.upper` builds both the upper
+stack and the full encoder from the same family, so the recycled and full models run literally
+the same code above layer K.
 
 The masks reproduce what the Hugging Face model builds in its own `forward` for the attention
 implementation the checkpoint was loaded with (eager or sdpa); flash-attention checkpoints are
@@ -41,13 +42,12 @@ def _no_flash(config) -> None:
 class Family(nn.Module):
     """Base: encoder-level state and calling convention of one architecture family.
 
-    Subclasses set `model_types`, `layers_path` (where the layer list lives in the base model),
+    Subclasses set `layers_path` (where the layer list lives in the base model),
     `lora_targets` (names of the query/value projections inside a layer) and
     `bottleneck_targets` (layer-relative paths of the attention-output and FFN-output
     projections, where Houlsby adapters go).
     """
 
-    model_types: tuple[str, ...] = ()
     layers_path: str = "encoder.layer"
     lora_targets: tuple[str, ...] = ()
     bottleneck_targets: tuple[str, ...] = ()
@@ -106,7 +106,6 @@ class BertFamily(Family):
     BERT's relative_key position types live inside each layer's attention, so they come along.
     """
 
-    model_types = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
     lora_targets = ("query", "value")
     bottleneck_targets = ("attention.output.dense", "output.dense")
 
@@ -123,7 +122,6 @@ class BertFamily(Family):
 class DistilBertFamily(Family):
     """DistilBERT: eager layers take the 0/1 mask itself; sdpa layers a 4D additive mask."""
 
-    model_types = ("distilbert",)
     layers_path = "transformer.layer"
     lora_targets = ("q_lin", "v_lin")
     bottleneck_targets = ("attention.out_lin", "ffn.lin2")
@@ -143,7 +141,6 @@ class DistilBertFamily(Family):
 class MPNetFamily(Family):
     """MPNet: one relative attention bias table at encoder level, shared by all layers."""
 
-    model_types = ("mpnet",)
     lora_targets = ("q", "v")
     bottleneck_targets = ("attention.attn.o", "output.dense")
 
@@ -176,7 +173,6 @@ class DebertaV2Family(Family):
     the full encoder keeps it.
     """
 
-    model_types = ("deberta-v2",)
     lora_targets = ("query_proj", "value_proj")
     bottleneck_targets = ("attention.output.dense", "output.dense")
 
@@ -222,7 +218,6 @@ class DebertaV2Family(Family):
 class ModernBertFamily(Family):
     """ModernBERT: rotary positions per layer, global/sliding-window masks, a final norm."""
 
-    model_types = ("modernbert",)
     layers_path = "layers"
     lora_targets = ("Wqkv",)
     bottleneck_targets = ("attn.Wo", "mlp.Wo")
@@ -259,33 +254,3 @@ class ModernBertFamily(Family):
 
     def finish(self, hidden):
         return self.final_norm(hidden)
-
-
-FAMILIES: tuple[type[Family], ...] = (
-    BertFamily,
-    DistilBertFamily,
-    MPNetFamily,
-    DebertaV2Family,
-    ModernBertFamily,
-)
-
-
-def supported_model_types() -> list[str]:
-    """Every `config.model_type` the runtime can split into lower and upper stacks."""
-    return sorted(t for family in FAMILIES for t in family.model_types)
-
-
-def family_class(config) -> type[Family]:
-    """The Family subclass for a transformers config, or a RuntimeConfigError naming the choices."""
-    for family in FAMILIES:
-        if config.model_type in family.model_types:
-            return family
-    raise RuntimeConfigError(
-        f"model_type {config.model_type!r} is not supported by the upper stack; "
-        f"expected one of {supported_model_types()}; use a checkpoint of a supported encoder"
-    )
-
-
-def is_supported(config) -> bool:
-    """True when `family_class(config)` would succeed."""
-    return any(config.model_type in family.model_types for family in FAMILIES)

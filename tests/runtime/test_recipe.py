@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from runtime.errors import RuntimeConfigError
-from runtime.heads import build_head, masked_mean, resolve_pooling
+from runtime.heads import build_head
+from runtime.pooling import masked_mean, resolve_pooling
 from runtime.labels import Example, LabelledData
 from runtime.trainer import TrainConfig, class_weights, subset_train, train
 from tiny_encoders import make_config
@@ -173,7 +174,8 @@ def test_lora_on_all_linears_adapts_attention_and_ffn(tiny_task, tmp_path):
 
 
 def test_epochs_default_to_enough_steps_within_bounds():
-    from runtime.config import MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS, MIN_STEPS, planned_epochs
+    from runtime.config import planned_epochs
+    from runtime.options import MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS, MIN_STEPS
 
     config = TrainConfig(cache="", labels="", task="seq-cls", out="")
     assert planned_epochs(config, MIN_STEPS) == MIN_AUTO_EPOCHS  # big data: at least 3

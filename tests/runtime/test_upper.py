@@ -155,8 +155,8 @@ def test_layer_out_of_range(checkpoints, layer):
     with pytest.raises(RuntimeConfigError) as err:
         load_upper(checkpoints["bert"], layer=layer)
     assert str(err.value) == (
-        f"layer K={layer!r} is out of range for a model with {NUM_LAYERS} layers; expected an integer "
-        f"with 1 <= K < {NUM_LAYERS} (K lower layers are cached, at least one layer must stay on top)"
+        f"layer K={layer!r} is out of range for this {NUM_LAYERS}-layer model; pick an integer "
+        f"1 <= K <= {NUM_LAYERS - 1} (at least one layer must stay above the cache)"
     )
 
 
