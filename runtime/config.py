@@ -12,17 +12,14 @@ import dataclasses
 import torch
 
 from runtime.options import (ADAPTER_KINDS as ADAPTERS, ADAPTER_LR, CLASS_WEIGHTINGS, FINETUNE_LR,
-                             LORA_TARGETS, MODES)
+                             HEAD_LR_FACTOR, LORA_TARGETS, MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS,
+                             MIN_STEPS, MODES, TRAIN_DEFAULTS as D)
 from runtime.errors import RuntimeConfigError
 from runtime.labels import LabelsConfig
 from runtime.loader import (MAX_BATCH_SIZE, SHUFFLE_WINDOW, TOKEN_BUDGET, WINDOWS_PER_BLOCK,
                             BatchPlan)
 from runtime.tasks import task_named
 
-# The default recipe's numbers, chosen by the runs in docs/RECIPE.md.
-HEAD_LR_FACTOR = 10.0  # head learning rate / encoder learning rate
-MIN_STEPS = 600  # epochs=None trains at least this many steps ...
-MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 3, 20  # ... in this many epochs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,39 +30,38 @@ class TrainConfig:
     labels: str  # labels file (.jsonl / .csv), see runtime.labels
     task: str  # seq-cls | token-cls | qa (runtime.tasks)
     out: str  # run folder
-    mode: str = "recycled"  # recycled | full | frozen
+    mode: str = D["mode"]  # recycled | full | frozen
     epochs: int | None = None  # None: enough for MIN_STEPS optimizer steps (planned_epochs)
-    seed: int = 0  # seeds torch, numpy, python, the batch shuffle and the split (if drawn)
+    seed: int = D["seed"]  # seeds torch, numpy, python, the batch shuffle and the split (if drawn)
     lr: float | None = None  # None: ADAPTER_LR for adapters, FINETUNE_LR for fine-tuning
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1  # share of all steps spent warming the learning rate up
-    patience: int = 3  # epochs without dev improvement before stopping early
-    adapter: str = "lora"  # lora | bottleneck | finetune | none (head only)
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_targets: str = "all"  # all: every linear of a layer; attention: query and value only
-    bottleneck_size: int = 64
-    pooling: str = "auto"  # seq-cls: auto | pooler | cls | mean (runtime.heads.resolve_pooling)
-    head_lr: float | None = None  # None: the encoder's learning rate (see head_learning_rate)
-    class_weighting: str = "sqrt"  # sqrt: cross-entropy weights 1/sqrt(class frequency) | none
-    min_epochs: int = 1  # early stopping never stops before this many epochs
+    weight_decay: float = D["weight_decay"]
+    warmup_ratio: float = D["warmup_ratio"]  # share of all steps spent warming up
+    patience: int = D["patience"]  # epochs without dev improvement before stopping early
+    adapter: str = D["adapter"]  # lora | bottleneck | finetune | none (head only)
+    lora_r: int = D["lora_r"]
+    lora_alpha: int = D["lora_alpha"]
+    lora_targets: str = D["lora_targets"]  # all: every linear of a layer; attention: q and v
+    bottleneck_size: int = D["bottleneck_size"]
+    pooling: str = D["pooling"]  # seq-cls: auto | pooler | cls | mean (runtime.pooling)
+    head_lr: float | None = None  # None: HEAD_LR_FACTOR x the encoder's (head_learning_rate)
+    class_weighting: str = D["class_weighting"]  # sqrt: weights 1/sqrt(class frequency) | none
+    min_epochs: int = D["min_epochs"]  # early stopping never stops before this many epochs
     max_train_examples: int | None = None  # a seeded subset of the train split (small-data runs)
     token_budget: int = TOKEN_BUDGET  # padded tokens per batch
     max_batch_size: int = MAX_BATCH_SIZE
     shuffle_window: int = SHUFFLE_WINDOW  # consecutive keys read together (see runtime.loader)
     windows_per_block: int = WINDOWS_PER_BLOCK  # windows mixed per block (see runtime.loader)
     prefetch_depth: int = 4  # batches loaded ahead
-    id_field: str = "id"
-    label_field: str = "label"
-    words_field: str = "words"
+    id_field: str = D["id_field"]
+    label_field: str = D["label_field"]
+    words_field: str = D["words_field"]
     corpus: str | None = None  # qa: the raw text answers are cut from (default: the manifest's)
     model: str | None = None  # expected model (default: the manifest's); refused if it differs
     layer: int | None = None  # expected K (default: the manifest's); refused if it differs
     allow_unlabelled: bool = False
     resume: bool = False
     overwrite: bool = False  # replace a finished run of the same task in `out`
-    device: str = "cpu"
-
+    device: str = D["device"]
     def __post_init__(self):
         task_named(self.task)  # refuses an unknown task with the known ones
         if self.mode not in MODES:

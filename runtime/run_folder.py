@@ -37,7 +37,7 @@ class RunConfig:
     """RUN/config.json as one typed object. On disk it is flat: the TrainConfig's fields plus
     `label_names` and `cache_fingerprint`, as runs have always written it."""
 
-    train: TrainConfig  # pooling resolved (runtime.heads.resolve_pooling), never "auto"
+    train: TrainConfig  # pooling resolved (runtime.pooling.resolve_pooling), never "auto"
     label_names: list
     cache_fingerprint: dict  # the manifest fields the run's cache must still have
 

@@ -11,71 +11,109 @@ Bad input: one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
 from cache_format.cli_errors import OneLineParser, run_cli
+from export.build import DTYPES, BuildConfig
 from runtime.errors import RuntimeConfigError
+from runtime.loader import MAX_BATCH_SIZE, TOKEN_BUDGET
+from runtime.options import (ADAPTER_KINDS, ADAPTER_LR, BUILTIN_TASK_NAMES, CLASS_WEIGHTINGS,
+                             FINETUNE_LR, HEAD_LR_FACTOR, LORA_TARGETS, MAX_AUTO_EPOCHS,
+                             MIN_AUTO_EPOCHS, MIN_STEPS, MODES, POOLINGS, TASK_NAMES,
+                             TRAIN_DEFAULTS as D)
+
+
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one (an option left unset reads None or False)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m runtime.train", description=__doc__.split("\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    data = p.add_argument_group("data (no --cache: a built-in task, its cache built if missing)")
+                      formatter_class=_DefaultsHelp)
+    _data_options(p.add_argument_group(
+        "data (no --cache: a built-in task, its cache built if missing)"))
+    _model_options(p.add_argument_group("model"))
+    _training_options(p.add_argument_group("training"))
+    return p
+
+
+def _data_options(data) -> None:
     data.add_argument("--cache", help="cache folder built by `python -m export.lower`")
     data.add_argument("--labels", help="labels file (.jsonl or .csv) joined on the example key")
-    data.add_argument("--task", choices=["seq-cls", "token-cls", "qa"], help="task of the labels")
-    data.add_argument("--builtin", choices=["bbc-news", "wnut16"], default="bbc-news",
+    data.add_argument("--task", choices=TASK_NAMES, help="task of the labels")
+    data.add_argument("--builtin", choices=BUILTIN_TASK_NAMES, default=BUILTIN_TASK_NAMES[0],
                       help="built-in task used when --cache is not given")
-    data.add_argument("--dtype", choices=["int8", "fp16", "fp32"], default="int8",
+    data.add_argument("--dtype", choices=DTYPES, default=BuildConfig.dtype,
                       help="built-in task: dtype of the cache to build or reuse")
-    data.add_argument("--id-field", default="id", help="labels column holding the cache key")
-    data.add_argument("--label-field", default="label", help="labels column holding the label")
-    data.add_argument("--words-field", default="words", help="token-cls: column with the words")
-    data.add_argument("--corpus", help="raw text for --mode full/frozen (default: the manifest's)")
+    data.add_argument("--id-field", default=D["id_field"],
+                      help="labels column holding the cache key")
+    data.add_argument("--label-field", default=D["label_field"],
+                      help="labels column holding the label")
+    data.add_argument("--words-field", default=D["words_field"],
+                      help="token-cls: column with the words")
+    data.add_argument("--corpus", help="qa: the raw text answers are cut from (default: the "
+                                       "manifest's); full/frozen read the cache's token ids")
     data.add_argument("--allow-unlabelled", action="store_true",
                       help="skip cache keys that have no label instead of refusing")
-    model = p.add_argument_group("model")
-    model.add_argument("--mode", choices=["recycled", "full", "frozen"], default="recycled")
+
+
+def _model_options(model) -> None:
+    model.add_argument("--mode", choices=MODES, default=D["mode"],
+                       help="recycled: the layers above K on the cache; full: the whole encoder on "
+                            "the cache's token ids; frozen: full with embeddings and layers below "
+                            "K frozen")
     model.add_argument("--model", help="expected checkpoint (refused if the cache's differs)")
     model.add_argument("--layer", type=int, help="expected K (refused if the cache's differs)")
-    model.add_argument("--adapter", choices=["lora", "bottleneck", "finetune", "none"],
-                       default="lora")
-    model.add_argument("--lora-r", type=int, default=8)
-    model.add_argument("--lora-alpha", type=int, default=16)
-    model.add_argument("--lora-targets", choices=["attention", "all"], default=None,
-                       help="LoRA on query+value (attention) or on every linear of a layer (all); "
-                            "default: the recipe's")
-    model.add_argument("--bottleneck-size", type=int, default=64)
-    model.add_argument("--pooling", choices=["auto", "pooler", "cls", "mean"], default="auto",
+    model.add_argument("--adapter", choices=ADAPTER_KINDS, default=D["adapter"],
+                       help="what trains in the encoder layers (none: the head only)")
+    model.add_argument("--lora-r", type=int, default=D["lora_r"], help="LoRA rank")
+    model.add_argument("--lora-alpha", type=int, default=D["lora_alpha"],
+                       help="LoRA scale numerator (the update is scaled by alpha / r)")
+    model.add_argument("--lora-targets", choices=LORA_TARGETS, default=D["lora_targets"],
+                       help="LoRA on query+value (attention) or on every linear of a layer (all)")
+    model.add_argument("--bottleneck-size", type=int, default=D["bottleneck_size"],
+                       help="width of the bottleneck adapters")
+    model.add_argument("--pooling", choices=("auto",) + POOLINGS, default=D["pooling"],
                        help="seq-cls pooling; auto follows a sentence-transformers checkpoint's "
                             "1_Pooling config, else the architecture's pooler head")
-    opt = p.add_argument_group("training")
+
+
+def _training_options(opt) -> None:
     opt.add_argument("--out", help="run folder (default: runs/<task>-<mode>)")
     opt.add_argument("--epochs", type=int, default=None,
-                     help="default: enough epochs for 600 optimizer steps, 3 to 20 (the built-in "
-                          "BBC job: 3); early stopping on dev ends them sooner")
-    opt.add_argument("--seed", type=int, default=0)
-    opt.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 adapters, "
-                                              "1e-4 finetune)")
-    opt.add_argument("--head-lr", type=float, help="learning rate of the task head "
-                                                    "(default: the recipe's)")
-    opt.add_argument("--class-weighting", choices=["none", "sqrt"], default=None,
-                     help="cross-entropy weights 1/sqrt(class frequency) (default: the recipe's)")
-    opt.add_argument("--min-epochs", type=int, default=None,
-                     help="early stopping never stops before this epoch (default: the recipe's)")
+                     help=f"default: enough epochs for {MIN_STEPS} optimizer steps, "
+                          f"{MIN_AUTO_EPOCHS} to {MAX_AUTO_EPOCHS} (the built-in BBC job: 3); "
+                          "early stopping on dev ends them sooner")
+    opt.add_argument("--seed", type=int, default=D["seed"],
+                     help="seeds weights, batch order and a drawn split")
+    opt.add_argument("--lr", type=float, help=f"peak learning rate (default {ADAPTER_LR:g} "
+                                              f"adapters, {FINETUNE_LR:g} finetune)")
+    opt.add_argument("--head-lr", type=float, help="learning rate of the task head (default: "
+                                                    f"{HEAD_LR_FACTOR:g}x --lr, the recipe's)")
+    opt.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, default=D["class_weighting"],
+                     help="cross-entropy weights 1/sqrt(class frequency), or none")
+    opt.add_argument("--min-epochs", type=int, default=D["min_epochs"],
+                     help="early stopping never stops before this epoch")
     opt.add_argument("--max-train-examples", type=int,
                      help="train on a seeded subset of this many train examples")
-    opt.add_argument("--weight-decay", type=float, default=0.01)
-    opt.add_argument("--warmup-ratio", type=float, default=0.1)
-    opt.add_argument("--patience", type=int, default=3, help="early stopping, in epochs")
-    opt.add_argument("--token-budget", type=int, default=4096, help="padded tokens per batch")
-    opt.add_argument("--max-batch-size", type=int, default=32)
+    opt.add_argument("--weight-decay", type=float, default=D["weight_decay"], help="AdamW decay")
+    opt.add_argument("--warmup-ratio", type=float, default=D["warmup_ratio"],
+                     help="share of all steps spent warming the learning rate up")
+    opt.add_argument("--patience", type=int, default=D["patience"],
+                     help="early stopping, in epochs")
+    opt.add_argument("--token-budget", type=int, default=TOKEN_BUDGET,
+                     help="padded tokens per batch")
+    opt.add_argument("--max-batch-size", type=int, default=MAX_BATCH_SIZE,
+                     help="records per batch at most")
     opt.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     opt.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    opt.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    return p
+    opt.add_argument("--device", default=D["device"], help="cpu, cuda, cuda:1, ...")
 
 
 def main(argv=None) -> int:
@@ -113,17 +151,16 @@ def _run(args) -> int:
         cache=cache, labels=labels, task=task, out=out, mode=args.mode, epochs=epochs,
         seed=args.seed, lr=args.lr, weight_decay=args.weight_decay,
         warmup_ratio=args.warmup_ratio, patience=args.patience, adapter=args.adapter,
-        lora_r=args.lora_r, lora_alpha=args.lora_alpha, bottleneck_size=args.bottleneck_size,
-        pooling=args.pooling, max_train_examples=args.max_train_examples,
+        lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_targets=args.lora_targets,
+        bottleneck_size=args.bottleneck_size, pooling=args.pooling, head_lr=args.head_lr,
+        class_weighting=args.class_weighting, min_epochs=args.min_epochs,
+        max_train_examples=args.max_train_examples,
         token_budget=args.token_budget, max_batch_size=args.max_batch_size,
         id_field=args.id_field, label_field=args.label_field, words_field=args.words_field,
         corpus=args.corpus, model=args.model, layer=args.layer,
         allow_unlabelled=args.allow_unlabelled, resume=args.resume, overwrite=overwrite,
         device=args.device)
-    recipe = {k: v for k, v in (("lora_targets", args.lora_targets), ("head_lr", args.head_lr),
-                                 ("class_weighting", args.class_weighting),
-                                 ("min_epochs", args.min_epochs)) if v is not None}
-    metrics = train(dataclasses.replace(config, **recipe))
+    metrics = train(config)
     if metrics:  # rank 0 only
         print(json.dumps({"run": out, **metrics}, indent=2, sort_keys=True))
     return 0

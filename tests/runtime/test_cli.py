@@ -127,3 +127,22 @@ def test_python_m_entry_point_exit_code_and_help(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "runtime.predict", "--help"],
                         capture_output=True, text=True, env=env)
     assert ok.returncode == 0 and "--write-back" in ok.stdout
+
+
+def test_train_cli_defaults_are_train_configs_defaults():
+    """Each default is declared once (runtime.options, runtime.loader): what the CLI passes when
+    an option is left out is what TrainConfig would use, so a run saved from the CLI and one
+    built in Python agree."""
+    import dataclasses
+
+    from runtime.config import TrainConfig
+    from runtime.datasets import BUILTIN_TASKS
+    from runtime.options import BUILTIN_TASK_NAMES
+
+    args = vars(train.parser().parse_args([]))
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+              if f.default is not dataclasses.MISSING}  # cache, labels, task, out: required
+    shared = sorted(set(args) & set(fields))
+    assert len(shared) >= 20  # the comparison below covers the options, not a lucky few
+    assert {k: args[k] for k in shared} == {k: fields[k] for k in shared}
+    assert tuple(BUILTIN_TASKS) == BUILTIN_TASK_NAMES
