@@ -198,13 +198,15 @@ def run(config: ReportConfig, log=print) -> dict:
             log(f"K={k}: timing full / frozen / recycled on {len(batches)} batches")
             per_k[k] = time_modes(config, model_path, reader, labels, k, batches)
             gemms.append(measure_gemm_gflops(shape, config.threads))
-            if k == main_k:
-                log(f"K={k}: lower-stack throughput and bytes per token")
-                throughput = lower_throughput(model_path, reader, out / "onnx", k, config.threads)
-                gemms.append(measure_gemm_gflops(shape, config.threads))
-                token_ids = [(key, reader.token_ids(key)) for key in reader.keys()]
-                hidden_size = reader.hidden_size
-        sizes = bytes_per_token(layer_states(model_path, main_k, token_ids), hidden_size)
+        # main_k is in the sweep (layers_to_sweep), so its cache is built; measured after the
+        # loop so no result depends on the loop having met it.
+        log(f"K={main_k}: lower-stack throughput and bytes per token")
+        out = work / f"L{main_k}-int8"
+        reader = cache_format.open(out)
+        throughput = lower_throughput(model_path, reader, out / "onnx", main_k, config.threads)
+        gemms.append(measure_gemm_gflops(shape, config.threads))
+        token_ids = [(key, reader.token_ids(key)) for key in reader.keys()]
+        sizes = bytes_per_token(layer_states(model_path, main_k, token_ids), reader.hidden_size)
         gemm = max(gemms, key=lambda g: g["gemm_gflops"])
         gemm["all_gflops"] = [g["gemm_gflops"] for g in gemms]
         accuracy = _accuracy(config, model_path, main_k, work / "accuracy", log)
@@ -273,14 +275,8 @@ def summarise(config, model_path, n_layers, main_k, num_docs, per_k, builds, thr
     epoch_seconds = {m: pe[m]["train"] * TRAIN_ARTICLES for m in ("full", "recycled")}
     extra = {}
     if shape is not None and gemm is not None:
-        train = main["recycled"]["train"]
-        extra["roofline"] = roofline(
-            shape, main_k, gemm["gemm_gflops"], throughput,
-            {m: main[m]["train"]["tokens_per_s"] for m in ("recycled", "full")},
-            mean_length=train["tokens"] / max(train["examples"], 1))
-        extra["roofline"]["gemm_by_shape"] = gemm["by_shape"]
-        extra["roofline"]["gemm_by_engine"] = gemm.get("by_engine", {})
-        extra["roofline"]["gemm_gflops_each_measurement"] = gemm.get("all_gflops", [])
+        extra["roofline"] = _roofline_summary(shape, main_k, gemm, throughput, main["recycled"],
+                                              main["full"])
     return {
         "train_speedup": pe["full"]["train"] / pe["recycled"]["train"],
         "infer_speedup": pe["full"]["infer"] / pe["recycled"]["infer"],
@@ -308,6 +304,19 @@ def summarise(config, model_path, n_layers, main_k, num_docs, per_k, builds, thr
         "per_example_seconds": pe,
         "steps": {str(k): v for k, v in steps.items()},
     }
+
+
+def _roofline_summary(shape, main_k, gemm: dict, throughput, recycled: dict, full: dict) -> dict:
+    """bench.roofline's shares at main K, with the GEMM measurements they are relative to."""
+    train = recycled["train"]
+    summary = roofline(
+        shape, main_k, gemm["gemm_gflops"], throughput,
+        {"recycled": train["tokens_per_s"], "full": full["train"]["tokens_per_s"]},
+        mean_length=train["tokens"] / max(train["examples"], 1))
+    summary["gemm_by_shape"] = gemm["by_shape"]
+    summary["gemm_by_engine"] = gemm.get("by_engine", {})
+    summary["gemm_gflops_each_measurement"] = gemm.get("all_gflops", [])
+    return summary
 
 
 def _model_name(config: ReportConfig, model_path) -> str:
