@@ -63,6 +63,26 @@ def _data_options(data) -> None:
                       help="skip cache keys that have no label instead of refusing")
 
 
+# Numeric options whose default is TRAIN_DEFAULTS' entry of the same name: (flag, type, help).
+_MODEL_NUMBERS = (
+    ("--lora-r", int, "LoRA rank"),
+    ("--lora-alpha", int, "LoRA scale numerator (the update is scaled by alpha / r)"),
+    ("--bottleneck-size", int, "width of the bottleneck adapters"),
+)
+_TRAINING_NUMBERS = (
+    ("--seed", int, "seeds weights, batch order and a drawn split"),
+    ("--min-epochs", int, "early stopping never stops before this epoch"),
+    ("--weight-decay", float, "AdamW decay"),
+    ("--warmup-ratio", float, "share of all steps spent warming the learning rate up"),
+    ("--patience", int, "early stopping, in epochs"),
+)
+
+
+def _add_numbers(group, specs) -> None:
+    for flag, kind, text in specs:
+        group.add_argument(flag, type=kind, default=D[flag[2:].replace("-", "_")], help=text)
+
+
 def _model_options(model) -> None:
     model.add_argument("--mode", choices=MODES, default=D["mode"],
                        help="recycled: the layers above K on the cache; full: the whole encoder on "
@@ -72,16 +92,12 @@ def _model_options(model) -> None:
     model.add_argument("--layer", type=int, help="expected K (refused if the cache's differs)")
     model.add_argument("--adapter", choices=ADAPTER_KINDS, default=D["adapter"],
                        help="what trains in the encoder layers (none: the head only)")
-    model.add_argument("--lora-r", type=int, default=D["lora_r"], help="LoRA rank")
-    model.add_argument("--lora-alpha", type=int, default=D["lora_alpha"],
-                       help="LoRA scale numerator (the update is scaled by alpha / r)")
     model.add_argument("--lora-targets", choices=LORA_TARGETS, default=D["lora_targets"],
                        help="LoRA on query+value (attention) or on every linear of a layer (all)")
-    model.add_argument("--bottleneck-size", type=int, default=D["bottleneck_size"],
-                       help="width of the bottleneck adapters")
     model.add_argument("--pooling", choices=("auto",) + POOLINGS, default=D["pooling"],
                        help="seq-cls pooling; auto follows a sentence-transformers checkpoint's "
                             "1_Pooling config, else the architecture's pooler head")
+    _add_numbers(model, _MODEL_NUMBERS)
 
 
 def _training_options(opt) -> None:
@@ -90,23 +106,15 @@ def _training_options(opt) -> None:
                      help=f"default: enough epochs for {MIN_STEPS} optimizer steps, "
                           f"{MIN_AUTO_EPOCHS} to {MAX_AUTO_EPOCHS} (the built-in BBC job: 3); "
                           "early stopping on dev ends them sooner")
-    opt.add_argument("--seed", type=int, default=D["seed"],
-                     help="seeds weights, batch order and a drawn split")
     opt.add_argument("--lr", type=float, help=f"peak learning rate (default {ADAPTER_LR:g} "
                                               f"adapters, {FINETUNE_LR:g} finetune)")
     opt.add_argument("--head-lr", type=float, help="learning rate of the task head (default: "
                                                     f"{HEAD_LR_FACTOR:g}x --lr, the recipe's)")
     opt.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, default=D["class_weighting"],
                      help="cross-entropy weights 1/sqrt(class frequency), or none")
-    opt.add_argument("--min-epochs", type=int, default=D["min_epochs"],
-                     help="early stopping never stops before this epoch")
     opt.add_argument("--max-train-examples", type=int,
                      help="train on a seeded subset of this many train examples")
-    opt.add_argument("--weight-decay", type=float, default=D["weight_decay"], help="AdamW decay")
-    opt.add_argument("--warmup-ratio", type=float, default=D["warmup_ratio"],
-                     help="share of all steps spent warming the learning rate up")
-    opt.add_argument("--patience", type=int, default=D["patience"],
-                     help="early stopping, in epochs")
+    _add_numbers(opt, _TRAINING_NUMBERS)
     opt.add_argument("--token-budget", type=int, default=TOKEN_BUDGET,
                      help="padded tokens per batch")
     opt.add_argument("--max-batch-size", type=int, default=MAX_BATCH_SIZE,
