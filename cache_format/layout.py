@@ -42,7 +42,8 @@ DATA_HEADER = np.dtype(
 assert DATA_HEADER.itemsize == 160
 DATA_HEADER_SIZE = DATA_HEADER.itemsize  # records start 8-byte aligned after it
 
-# dtype name -> (code, numpy dtype of the stored hidden values, bytes per value)
+# dtype name -> (code, numpy dtype of the stored hidden values); bytes per value is the
+# numpy dtype's itemsize.
 DTYPES = {
     "fp32": (0, np.dtype("<f4")),
     "fp16": (1, np.dtype("<f2")),
