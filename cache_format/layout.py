@@ -49,6 +49,7 @@ DTYPES = {
     "fp16": (1, np.dtype("<f2")),
     "int8": (2, np.dtype("i1")),
 }
+DTYPE_NAMES = tuple(DTYPES)  # in code order: fp32, fp16, int8
 DTYPE_BY_CODE = {code: name for name, (code, _) in DTYPES.items()}
 
 TOKEN_ID_DTYPE = np.dtype("<u4")  # RoBERTa's and DeBERTa-v3's vocabularies exceed 16 bits

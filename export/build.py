@@ -21,6 +21,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from cache_format import layout as cache_layout
+
 from .architectures import check_layer, hidden_size, max_positions, num_layers
 from .batching import Batch, collate, make_batches
 from .corpus import Record, estimate_records, iter_corpus
@@ -34,7 +36,10 @@ from .session import DEVICES, LowerSession, cuda_available
 from .sharding import check_shard, in_shard, mark_done, merge_if_complete, part_name
 from .tokenize import Encoded, check_lengths, load_tokenizer, tokenize, truncation_strategy
 
-DTYPES = ("int8", "fp16", "fp32")
+# The stored dtypes cache_format knows, narrowest first: --help and error messages then list
+# the default, int8, first (int8, fp16, fp32).
+DTYPES = tuple(sorted(cache_layout.DTYPE_NAMES,
+                     key=lambda name: cache_layout.DTYPES[name][1].itemsize))
 COMPUTES = ("fp32", "bf16")  # the lower stack's arithmetic: onnxruntime fp32, or torch bf16
 CODECS = ("lz4", "zstd", "none")
 # Names export and cache_format put in a cache folder; anything else means the folder is the
