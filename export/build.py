@@ -35,6 +35,7 @@ from .onnx_export import EXPORTERS, export_lower, load_config
 from .session import DEVICES, LowerSession, cuda_available
 from .sharding import check_shard, in_shard, mark_done, merge_if_complete, part_name
 from .tokenize import Encoded, check_lengths, load_tokenizer, tokenize, truncation_strategy
+from .window_keys import example_id_of
 
 # The stored dtypes cache_format knows, narrowest first: --help and error messages then list
 # the default, int8, first (int8, fp16, fp32).
@@ -305,8 +306,8 @@ class _Encoder:
             return
         encoded = tokenize(window, self.tokenizer, max_length=config.max_length,
                            stride=config.stride)
-        # Windows of one text (stride) are "ID#N": a doc is done when all of them are.
-        docs = [e.key.rsplit("#", 1)[0] if config.stride else e.key for e in encoded]
+        # Windows of one text (stride) have keys of their own: a doc is done when all are.
+        docs = [example_id_of(e.key) if config.stride else e.key for e in encoded]
         left = Counter(docs)
         for batch in make_batches([len(e) for e in encoded], config.batch_tokens):
             finished = self._batch(encoded, batch)
