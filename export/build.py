@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 from cache_format import layout as cache_layout
 
 from .architectures import check_layer, hidden_size, max_positions, num_layers
-from .batching import Batch, collate, make_batches
+from .batching import BATCH_TOKENS, Batch, collate, make_batches
 from .corpus import Record, estimate_records, iter_corpus
 from .defaults import BUILTIN_CORPUS, BUILTIN_DOCS, DEFAULT_MODEL_NAME
 from .defaults import default_corpus_records, default_model_path, default_out_dir
@@ -64,7 +64,7 @@ class BuildConfig:
     codec: str = "lz4"  # per-record compression: lz4, zstd or none
     max_length: int = 256  # tokens per record incl. special tokens; longer texts truncate
     stride: int = 0  # 0 truncates; > 0 keeps overflow windows overlapping by this many tokens
-    batch_tokens: int = 8192  # padded tokens (batch size x length) per batch
+    batch_tokens: int = BATCH_TOKENS  # padded tokens (batch size x length) per batch
     window: int = 16384  # records read, tokenized and length-bucketed together: bounds memory
     text_field: str = "text"
     text_pair_field: str | None = None  # second text of a pair (e.g. context after question)
