@@ -6,7 +6,7 @@ from pathlib import Path
 
 import cache_format
 
-DTYPES = ("fp32", "fp16", "int8")
+DTYPES = cache_format.DTYPE_NAMES  # fp32, fp16, int8: widest first
 CODECS = ("none", "lz4", "zstd")
 
 

@@ -21,11 +21,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 LAYER = 3
 BENCH_DOCS = 128  # articles per throughput pass: ~32k real tokens, several seconds on 2 cores
-BATCH_TOKENS = 8192
 
 
 def _lower_stack(tmp_path_factory, docs: int, max_length: int):
-    from export.batching import make_batches
+    from export.batching import BATCH_TOKENS, make_batches
     from export.defaults import default_corpus_records, default_model_path
     from export.onnx_export import export_lower
     from export.throughput import TorchLower
@@ -106,7 +105,7 @@ def bbc_lengths_512():
 
 @pytest.mark.benchmark(group="build-batching")
 def test_bucketing_vs_pad_to_max_bbc_512(benchmark, bbc_lengths_512):
-    from export.batching import computed_tokens, make_batches, padding_fraction
+    from export.batching import BATCH_TOKENS, computed_tokens, make_batches, padding_fraction
 
     lengths = bbc_lengths_512
     batches = benchmark(make_batches, lengths, BATCH_TOKENS)

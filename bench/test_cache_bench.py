@@ -11,7 +11,7 @@ import pytest
 
 import cache_format
 
-DTYPES = ["fp32", "fp16", "int8"]
+DTYPES = cache_format.DTYPE_NAMES  # fp32, fp16, int8: widest first
 CODECS = ["none", "lz4", "zstd"]
 TOLERANCE = {"fp32": 0.0, "fp16": 1e-3, "int8": 2e-2}  # relative Frobenius error
 

@@ -10,15 +10,15 @@ project's other packages.
 from __future__ import annotations
 
 from .errors import CacheFormatError, MissingKeyError
-from .layout import FORMAT_VERSION
+from .layout import DTYPE_NAMES, FORMAT_VERSION
 from .quantize import calibrate_smoothing, dequantize_int8, quantize_int8
 from .reader import CacheReader, RawRecord
 from .writer import CacheWriter
 
 __all__ = [
-    "CacheFormatError", "CacheReader", "CacheWriter", "FORMAT_VERSION", "MissingKeyError",
-    "RawRecord", "calibrate_smoothing", "create", "dequantize_int8", "merge", "open",
-    "quantize_int8",
+    "CacheFormatError", "CacheReader", "CacheWriter", "DTYPE_NAMES", "FORMAT_VERSION",
+    "MissingKeyError", "RawRecord", "calibrate_smoothing", "create", "dequantize_int8", "merge",
+    "open", "quantize_int8",
 ]
 
 

@@ -1,7 +1,7 @@
 """The one error path of every command line in the project: one line on stderr, exit 2.
 
-It lives in cache_format because that is the one package every CLI may import: the data flows
-cache_format -> export -> runtime -> bench, and cache_format imports nothing of the others, so
+It lives in cache_format because that is the one package every CLI may import: imports go
+cache_format <- export <- runtime <- bench, and cache_format imports nothing of the others, so
 export.lower, runtime.train, runtime.predict and python -m cache_format can all share it without
 breaking that direction. It needs only the standard library.
 

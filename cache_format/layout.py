@@ -42,12 +42,14 @@ DATA_HEADER = np.dtype(
 assert DATA_HEADER.itemsize == 160
 DATA_HEADER_SIZE = DATA_HEADER.itemsize  # records start 8-byte aligned after it
 
-# dtype name -> (code, numpy dtype of the stored hidden values, bytes per value)
+# dtype name -> (code, numpy dtype of the stored hidden values); bytes per value is the
+# numpy dtype's itemsize.
 DTYPES = {
     "fp32": (0, np.dtype("<f4")),
     "fp16": (1, np.dtype("<f2")),
     "int8": (2, np.dtype("i1")),
 }
+DTYPE_NAMES = tuple(DTYPES)  # in code order: fp32, fp16, int8
 DTYPE_BY_CODE = {code: name for name, (code, _) in DTYPES.items()}
 
 TOKEN_ID_DTYPE = np.dtype("<u4")  # RoBERTa's and DeBERTa-v3's vocabularies exceed 16 bits

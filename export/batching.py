@@ -17,6 +17,10 @@ from .errors import ExportError
 from .tokenize import Encoded
 
 MAX_BATCH_SIZE = 256  # cap for very short records: bigger batches stop paying off on CPU
+# The build's default padded tokens per batch. Twice training's 4096 (runtime.loader's
+# TOKEN_BUDGET) because the build runs inference only: no activations are kept for a backward
+# pass, so a batch of the same memory holds more tokens.
+BATCH_TOKENS = 8192
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,8 +21,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from cache_format import layout as cache_layout
+
 from .architectures import check_model_layer, hidden_size, max_positions, num_layers
-from .batching import Batch, collate, make_batches
+from .batching import BATCH_TOKENS, Batch, collate, make_batches
 from .corpus import Record, estimate_records, iter_corpus
 from .defaults import BUILTIN_CORPUS, BUILTIN_DOCS, DEFAULT_MODEL_NAME
 from .defaults import default_corpus_records, default_model_path, default_out_dir
@@ -33,8 +35,12 @@ from .onnx_export import EXPORTERS, export_lower, load_config
 from .session import DEVICES, LowerSession, cuda_available
 from .sharding import check_shard, in_shard, mark_done, merge_if_complete, part_name
 from .tokenize import Encoded, check_lengths, load_tokenizer, tokenize, truncation_strategy
+from .window_keys import example_id_of
 
-DTYPES = ("int8", "fp16", "fp32")
+# The stored dtypes cache_format knows, narrowest first: --help and error messages then list
+# the default, int8, first (int8, fp16, fp32).
+DTYPES = tuple(sorted(cache_layout.DTYPE_NAMES,
+                     key=lambda name: cache_layout.DTYPES[name][1].itemsize))
 COMPUTES = ("fp32", "bf16")  # the lower stack's arithmetic: onnxruntime fp32, or torch bf16
 CODECS = ("lz4", "zstd", "none")
 # Names export and cache_format put in a cache folder; anything else means the folder is the
@@ -58,7 +64,7 @@ class BuildConfig:
     codec: str = "lz4"  # per-record compression: lz4, zstd or none
     max_length: int = 256  # tokens per record incl. special tokens; longer texts truncate
     stride: int = 0  # 0 truncates; > 0 keeps overflow windows overlapping by this many tokens
-    batch_tokens: int = 8192  # padded tokens (batch size x length) per batch
+    batch_tokens: int = BATCH_TOKENS  # padded tokens (batch size x length) per batch
     window: int = 16384  # records read, tokenized and length-bucketed together: bounds memory
     text_field: str = "text"
     text_pair_field: str | None = None  # second text of a pair (e.g. context after question)
@@ -300,8 +306,8 @@ class _Encoder:
             return
         encoded = tokenize(window, self.tokenizer, max_length=config.max_length,
                            stride=config.stride)
-        # Windows of one text (stride) are "ID#N": a doc is done when all of them are.
-        docs = [e.key.rsplit("#", 1)[0] if config.stride else e.key for e in encoded]
+        # Windows of one text (stride) have keys of their own: a doc is done when all are.
+        docs = [example_id_of(e.key) if config.stride else e.key for e in encoded]
         left = Counter(docs)
         for batch in make_batches([len(e) for e in encoded], config.batch_tokens):
             finished = self._batch(encoded, batch)

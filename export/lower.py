@@ -11,6 +11,7 @@ import sys
 
 from cache_format.cli_errors import EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser, run_cli  # noqa: F401
 
+from .batching import BATCH_TOKENS
 from .build import CODECS, COMPUTES, DTYPES, BuildConfig, build_cache
 from .errors import ExportError
 from .session import DEVICES, available_cores
@@ -51,8 +52,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=0, help="0 truncates (default); N > 0 keeps "
                    "every window of a long text as its own record ID#0, ID#1, ... overlapping "
                    "by N tokens")
-    p.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per batch "
-                   "(batch size x longest record); batches are bucketed by length (default 8192)")
+    p.add_argument("--batch-tokens", type=int, default=BATCH_TOKENS, help="padded tokens per "
+                   "batch (batch size x longest record); batches are bucketed by length "
+                   "(default %(default)s)")
     p.add_argument("--window", type=int, default=16384, help="records read, tokenized and "
                    "bucketed by length at a time: memory is bounded by the window, not the "
                    "corpus (default 16384)")

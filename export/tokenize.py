@@ -15,6 +15,7 @@ import numpy as np
 
 from .corpus import Record
 from .errors import ExportError
+from .window_keys import window_key
 
 _CHUNK = 512  # records per tokenizer call: bounds the Python lists the tokenizer returns
 
@@ -110,7 +111,7 @@ def _tokenize_chunk(chunk, tokenizer, pairs, stride, options) -> list[Encoded]:
         key = record.id
         if stride:
             n = windows[source] = windows.get(source, -1) + 1
-            key = f"{record.id}#{n}"
+            key = window_key(record.id, n)
         out.append(Encoded(
             key=key,
             input_ids=np.asarray(batch["input_ids"][row], dtype=np.int32),

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from export.window_keys import example_id_of
 from runtime.errors import RuntimeConfigError
 from runtime.tasks import task_named
 
@@ -191,9 +192,7 @@ def _match_keys(config: LabelsConfig, rows: dict, reader) -> list:
     for key in reader.keys():
         if key.startswith(WRITE_BACK_PREFIX) and key not in rows:
             continue
-        example_id = key
-        if key not in rows and "#" in key:
-            example_id = key.rsplit("#", 1)[0]
+        example_id = key if key in rows else example_id_of(key)
         if example_id in rows:
             pairs.append((key, example_id))
             seen.add(example_id)

@@ -1,4 +1,4 @@
-"""Data flows one way: cache_format <- export <- runtime <- bench (nothing imports to its right).
+"""Imports go one way: cache_format <- export <- runtime <- bench (nothing imports to its right).
 
 Every import statement is read from the source (function-level imports included), so a lazy
 import inside a function cannot hide a dependency that goes the wrong way.

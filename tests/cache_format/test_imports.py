@@ -1,5 +1,5 @@
-"""cache_format imports nothing of the project's other packages and no torch: it is the first
-stage of the data flow (cache_format <- export <- runtime <- bench), and the shared CLI error
+"""cache_format imports nothing of the project's other packages and no torch: it is first in
+the import order (cache_format <- export <- runtime <- bench), and the shared CLI error
 path (cli_errors) lives here so that every CLI can import it without breaking that rule."""
 import ast
 from pathlib import Path

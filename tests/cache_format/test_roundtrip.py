@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 import cache_format
 from cache_format.quantize import QMAX
 
-DTYPES = ["fp32", "fp16", "int8"]
+DTYPES = cache_format.DTYPE_NAMES  # fp32, fp16, int8: widest first
 CODECS = ["none", "lz4", "zstd"]
 
 
