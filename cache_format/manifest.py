@@ -14,7 +14,7 @@ import secrets
 from pathlib import Path
 
 from . import layout as L
-from .errors import CacheFormatError
+from .errors import CacheFormatError, read_or_raise
 from .layout import FORMAT_VERSION, MANIFEST_NAME, PART_MANIFEST_PREFIX, TMP_SUFFIX
 
 SCALE_SCHEMES = {
@@ -121,12 +121,7 @@ def read_manifest(path: Path) -> dict:
     missing or of the wrong type, a checksum that does not match) is a CacheFormatError that
     names the file.
     """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CacheFormatError(f"{path}: manifest missing") from None
-    except OSError as exc:
-        raise CacheFormatError(f"{path}: cannot read the manifest ({exc.strerror})") from None
+    raw = read_or_raise(path, "the manifest", "manifest missing")
     try:
         manifest = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
                               parse_constant=_no_constant)

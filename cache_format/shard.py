@@ -16,7 +16,7 @@ import numpy as np
 
 from . import layout as L
 from .codec import Codec
-from .errors import CacheFormatError
+from .errors import CacheFormatError, read_or_raise
 from .manifest import fsync_dir
 
 
@@ -212,12 +212,7 @@ def _owner_bytes(writer_id: str, identity: bytes, name: str) -> bytes:
 
 
 def _read_index(path: Path):
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CacheFormatError(f"{path}: index file missing; the cache is incomplete") from None
-    except OSError as exc:
-        raise CacheFormatError(f"{path}: cannot read the index ({exc.strerror})") from None
+    raw = read_or_raise(path, "the index", "index file missing; the cache is incomplete")
     if len(raw) < L.INDEX_HEADER.itemsize:
         raise CacheFormatError(f"{path}: index is truncated ({len(raw)} bytes)")
     header = np.frombuffer(raw, L.INDEX_HEADER, 1)[0]
