@@ -63,24 +63,27 @@ def _data_options(data) -> None:
                       help="skip cache keys that have no label instead of refusing")
 
 
-# Numeric options whose default is TRAIN_DEFAULTS' entry of the same name: (flag, type, help).
+# Numeric options: (flag, type, default, help); the defaults' one home is runtime.options
+# (TRAIN_DEFAULTS) or, for the batch plan, runtime.loader.
 _MODEL_NUMBERS = (
-    ("--lora-r", int, "LoRA rank"),
-    ("--lora-alpha", int, "LoRA scale numerator (the update is scaled by alpha / r)"),
-    ("--bottleneck-size", int, "width of the bottleneck adapters"),
+    ("--lora-r", int, D["lora_r"], "LoRA rank"),
+    ("--lora-alpha", int, D["lora_alpha"], "LoRA scale: the update is scaled by alpha / r"),
+    ("--bottleneck-size", int, D["bottleneck_size"], "width of the bottleneck adapters"),
 )
 _TRAINING_NUMBERS = (
-    ("--seed", int, "seeds weights, batch order and a drawn split"),
-    ("--min-epochs", int, "early stopping never stops before this epoch"),
-    ("--weight-decay", float, "AdamW decay"),
-    ("--warmup-ratio", float, "share of all steps spent warming the learning rate up"),
-    ("--patience", int, "early stopping, in epochs"),
+    ("--seed", int, D["seed"], "seeds weights, batch order and a drawn split"),
+    ("--min-epochs", int, D["min_epochs"], "early stopping never stops before this epoch"),
+    ("--weight-decay", float, D["weight_decay"], "AdamW decay"),
+    ("--warmup-ratio", float, D["warmup_ratio"], "share of all steps spent warming the lr up"),
+    ("--patience", int, D["patience"], "early stopping, in epochs"),
+    ("--token-budget", int, TOKEN_BUDGET, "padded tokens per batch"),
+    ("--max-batch-size", int, MAX_BATCH_SIZE, "records per batch at most"),
 )
 
 
 def _add_numbers(group, specs) -> None:
-    for flag, kind, text in specs:
-        group.add_argument(flag, type=kind, default=D[flag[2:].replace("-", "_")], help=text)
+    for flag, kind, default, text in specs:
+        group.add_argument(flag, type=kind, default=default, help=text)
 
 
 def _model_options(model) -> None:
@@ -115,10 +118,6 @@ def _training_options(opt) -> None:
     opt.add_argument("--max-train-examples", type=int,
                      help="train on a seeded subset of this many train examples")
     _add_numbers(opt, _TRAINING_NUMBERS)
-    opt.add_argument("--token-budget", type=int, default=TOKEN_BUDGET,
-                     help="padded tokens per batch")
-    opt.add_argument("--max-batch-size", type=int, default=MAX_BATCH_SIZE,
-                     help="records per batch at most")
     opt.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     opt.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     opt.add_argument("--device", default=D["device"], help="cpu, cuda, cuda:1, ...")
