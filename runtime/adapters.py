@@ -22,13 +22,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from runtime.options import ADAPTER_KINDS as KINDS, LORA_TARGETS
 from runtime.errors import RuntimeConfigError
+# The adapter's structure has one owner, the module exported folders ship as custom code
+# (it imports only torch and transformers); training adds the near-identity start below.
+from runtime.handoff_modeling import ACTIVATIONS, BottleneckAdapter as _BottleneckStructure
 
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
 
 @dataclass(frozen=True)
@@ -75,26 +76,16 @@ class AdapterConfig:
         return cls(**data)
 
 
-class BottleneckAdapter(nn.Module):
-    """Houlsby adapter around a Linear: y = base(x); y + up(act(down(dropout(y))))."""
+class BottleneckAdapter(_BottleneckStructure):
+    """Houlsby adapter around a Linear, y + up(act(down(dropout(y)))), starting as identity."""
 
     def __init__(self, base_layer: nn.Linear, size: int, activation: str = "gelu", dropout: float = 0.0):
-        super().__init__()
-        self.base_layer = base_layer
-        width = base_layer.out_features
-        self.adapter_down = nn.Linear(width, size)
-        self.adapter_act = ACTIVATIONS[activation]()
-        self.adapter_dropout = nn.Dropout(dropout)
-        self.adapter_up = nn.Linear(size, width)
+        super().__init__(base_layer, size, activation, dropout)
         # Zero up-projection: the adapter adds exactly 0 at the start (near-identity init).
         nn.init.zeros_(self.adapter_up.weight)
         nn.init.zeros_(self.adapter_up.bias)
         nn.init.normal_(self.adapter_down.weight, std=1e-2)
         nn.init.zeros_(self.adapter_down.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base_layer(x)
-        return y + self.adapter_up(self.adapter_act(self.adapter_down(self.adapter_dropout(y))))
 
 
 def resolve_stack(model: nn.Module):
