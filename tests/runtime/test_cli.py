@@ -146,3 +146,19 @@ def test_train_cli_defaults_are_train_configs_defaults():
     assert len(shared) >= 20  # the comparison below covers the options, not a lucky few
     assert {k: args[k] for k in shared} == {k: fields[k] for k in shared}
     assert tuple(BUILTIN_TASKS) == BUILTIN_TASK_NAMES
+
+
+def test_predict_scores_the_split_training_held_out_under_its_seed(tiny_task, tmp_path):
+    """No split column: the run's seed draws the split, and predict must score that split
+    (it once reloaded runs with seed 0, scoring keys seed 1 had trained on)."""
+    from runtime.labels import assign_splits
+    from runtime.prediction import load_run, split_keys
+
+    out = tmp_path / "seed1"
+    assert _train(tiny_task, out, "--seed", "1") == 0
+    loaded = load_run(str(out))
+    keys = [json.loads(line)["id"] for line in open(tiny_task["seq_labels"], encoding="utf-8")]
+    test_of = {s: sorted(k for k, v in assign_splits(keys, seed=s).items() if v == "test")
+               for s in (0, 1)}
+    assert test_of[0] != test_of[1]  # the two seeds hold out different keys on this data
+    assert sorted(split_keys(loaded, "test")) == test_of[1]
