@@ -7,7 +7,7 @@ from pathlib import Path
 import cache_format
 
 DTYPES = cache_format.DTYPE_NAMES  # fp32, fp16, int8: widest first
-CODECS = ("none", "lz4", "zstd")
+CODECS = cache_format.CODEC_NAMES  # none, lz4, zstd
 
 
 def cache_bytes(path) -> int:

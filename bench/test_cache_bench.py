@@ -12,7 +12,7 @@ import pytest
 import cache_format
 
 DTYPES = cache_format.DTYPE_NAMES  # fp32, fp16, int8: widest first
-CODECS = ["none", "lz4", "zstd"]
+CODECS = list(cache_format.CODEC_NAMES)
 TOLERANCE = {"fp32": 0.0, "fp16": 1e-3, "int8": 2e-2}  # relative Frobenius error
 
 

@@ -9,6 +9,7 @@ project's other packages.
 """
 from __future__ import annotations
 
+from .codec import CODEC_NAMES
 from .errors import CacheFormatError, MissingKeyError
 from .layout import DTYPE_NAMES, FORMAT_VERSION
 from .quantize import calibrate_smoothing, dequantize_int8, quantize_int8
@@ -16,9 +17,9 @@ from .reader import CacheReader, RawRecord
 from .writer import CacheWriter
 
 __all__ = [
-    "CacheFormatError", "CacheReader", "CacheWriter", "DTYPE_NAMES", "FORMAT_VERSION",
-    "MissingKeyError", "RawRecord", "calibrate_smoothing", "create", "dequantize_int8", "merge",
-    "open", "quantize_int8",
+    "CODEC_NAMES", "CacheFormatError", "CacheReader", "CacheWriter", "DTYPE_NAMES",
+    "FORMAT_VERSION", "MissingKeyError", "RawRecord", "calibrate_smoothing", "create",
+    "dequantize_int8", "merge", "open", "quantize_int8",
 ]
 
 

@@ -72,6 +72,7 @@ CODECS = {
     "zstd": Codec("zstd", 2, _zstd_compress, _zstd_decompress),
 }
 CODEC_BY_CODE = {c.code: c for c in CODECS.values()}
+CODEC_NAMES = tuple(CODECS)  # in code order: none, lz4, zstd
 
 
 def get_codec(name: str) -> Codec:

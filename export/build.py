@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from cache_format import layout as cache_layout
+from cache_format import codec as cache_codec, layout as cache_layout
 
 from .architectures import check_model_layer, hidden_size, max_positions, num_layers
 from .batching import BATCH_TOKENS, Batch, collate, make_batches
@@ -42,7 +42,8 @@ from .window_keys import example_id_of
 DTYPES = tuple(sorted(cache_layout.DTYPE_NAMES,
                      key=lambda name: cache_layout.DTYPES[name][1].itemsize))
 COMPUTES = ("fp32", "bf16")  # the lower stack's arithmetic: onnxruntime fp32, or torch bf16
-CODECS = ("lz4", "zstd", "none")
+# The codecs cache_format knows, the default (lz4) first, then by code.
+CODECS = ("lz4",) + tuple(c for c in cache_codec.CODEC_NAMES if c != "lz4")
 # Names export and cache_format put in a cache folder; anything else means the folder is the
 # user's, and a build refuses to write there.
 _OWN_PREFIXES = ("manifest", "onnx", ".onnx", ".export", ".merge", "shard-", "rank")

@@ -110,7 +110,7 @@ def test_out_dir_with_foreign_files_is_refused(tiny_bert, small_corpus, tmp_path
 
 @pytest.mark.parametrize("field, value, message", [
     ("dtype", "int4", "--dtype 'int4' is not one of int8, fp16, fp32"),
-    ("codec", "gzip", "--codec 'gzip' is not one of lz4, zstd, none"),
+    ("codec", "gzip", "--codec 'gzip' is not one of lz4, none, zstd"),
     ("batch_tokens", 0, "--batch-tokens must be an integer >= 1, got 0"),
     ("shard_index", 2, "--shard-index 2 / --num-shards 2 are out of range"),
 ], ids=["dtype", "codec", "batch-tokens", "shard-index"])
