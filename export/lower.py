@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from cache_format.cli_errors import EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser, run_cli  # noqa: F401
+from cache_format.cli_errors import OneLineParser, run_cli
 
 from .batching import BATCH_TOKENS
 from .build import CODECS, COMPUTES, DTYPES, BuildConfig, build_cache

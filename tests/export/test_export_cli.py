@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import cache_format
+from cache_format.cli_errors import EXIT_INTERRUPTED
 from export_testkit import TEXTS, write_jsonl
 from export import lower
 from export.session import available_cores
@@ -133,7 +134,7 @@ def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
 
     monkeypatch.setattr(lower, "build_cache", interrupted)
     code, err = _main(capsys, "--layer", "1", "--quiet")
-    assert code == lower.EXIT_INTERRUPTED
+    assert code == EXIT_INTERRUPTED
     assert err == ["interrupted: records committed so far are kept; rerun the same command "
                    "to resume"]
 
