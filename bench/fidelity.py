@@ -203,8 +203,26 @@ def format_largest_k(found: list, margin: float = 1.0) -> str:
     return "\n".join(lines)
 
 
-def plot_sweep(rows: list, path: str) -> None:
-    """Test score and training speedup (full s/epoch over recycled s/epoch) against K."""
+def report_speedups(path: str) -> dict:
+    """{K: training speedup} from a bench.report JSON: full over recycled time per example at
+    each K it timed, the two modes interleaved step by step in one run (a fair ratio, unlike
+    the seconds per epoch of fidelity runs that ran under whatever else the machine did)."""
+    from runtime.errors import RuntimeConfigError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            steps = json.load(f)["steps"]
+        return {int(k): (modes["full"]["train"]["per_example"]["total"]
+                         / modes["recycled"]["train"]["per_example"]["total"])
+                for k, modes in steps.items()}
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as e:
+        raise RuntimeConfigError(f"--speedups {path}: not a bench.report JSON with per-K training "
+                                 f"steps ({type(e).__name__}: {e})") from None
+
+
+def plot_sweep(rows: list, path: str, speedups: dict | None = None) -> None:
+    """Test score against K, with the training speedup on a second axis: `speedups` ({K: x},
+    see report_speedups) where given, else each configuration's full / recycled s per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,9 +236,13 @@ def plot_sweep(rows: list, path: str) -> None:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{name} (score)")
         full = [r for r in rows if r["config"] == name.replace("recycled", "full")]
         sp = [(k, full[0]["seconds_per_epoch"] / s) for k, _, s in pts if full and s]
-        if sp:
+        if sp and speedups is None:
             speed_ax.plot([p[0] for p in sp], [p[1] for p in sp], "s--", alpha=0.6,
-                          label=f"{name} (speedup)")
+                          label=f"{name} (speedup, s/epoch of these runs)")
+    if speedups:
+        ks = sorted(speedups)
+        speed_ax.plot(ks, [speedups[k] for k in ks], "s--", color="black", alpha=0.6,
+                      label="training speedup (bench.report, side by side)")
     for r in rows:
         if r["config"].startswith("full"):
             ax.axhline(r["mean"], color="grey", lw=0.8, ls=":")
@@ -297,6 +319,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-root", default="caches")
     p.add_argument("--out", default="fidelity.jsonl", help="JSON-lines file the runs append to")
     p.add_argument("--plot", help="PNG of the K sweep")
+    p.add_argument("--speedups", metavar="REPORT.json", help="with --plot: the training speedup "
+                   "per K from this bench.report --json (timed side by side) instead of the "
+                   "runs' own seconds per epoch")
     p.add_argument("--summary", action="store_true",
                    help="only print the table of the runs already in --out")
     return p
@@ -334,7 +359,8 @@ def _run(args) -> int:
     if within:
         print(within)
     if args.plot:
-        plot_sweep([r for r in rows if r["task"] == config.task], args.plot)
+        speedups = report_speedups(args.speedups) if args.speedups else None
+        plot_sweep([r for r in rows if r["task"] == config.task], args.plot, speedups)
     return 0
 
 

@@ -1,5 +1,7 @@
 """bench.fidelity and bench.probe: summaries over seeds, overrides, and the probe's classifier."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -70,3 +72,37 @@ def test_largest_k_within_one_point_of_full_pools_full_runs_over_k():
     assert found["recycled-lora"]["largest_k"] is None
     text = fidelity.format_largest_k(list(found.values()))
     assert "largest K within 1 is 2 (44.00)" in text and "no K within 1" in text
+
+
+def _report(tmp_path, per_example):
+    steps = {str(k): {mode: {"train": {"per_example": {"total": t}}} for mode, t in modes.items()}
+             for k, modes in per_example.items()}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"steps": steps}), encoding="utf-8")
+    return str(path)
+
+
+def test_report_speedups_are_full_over_recycled_per_k(tmp_path):
+    path = _report(tmp_path, {2: {"full": 0.135, "recycled": 0.075, "frozen": 0.09},
+                              4: {"full": 0.14, "recycled": 0.05}})
+    assert fidelity.report_speedups(path) == {2: pytest.approx(1.8), 4: pytest.approx(2.8)}
+
+
+def test_report_without_steps_is_one_line_and_exit_2(tmp_path, capsys):
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text(json.dumps(_record("recycled-lora", 0, 0.3)) + "\n", encoding="utf-8")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"train_speedup": 2.0}', encoding="utf-8")
+    code = fidelity.main(["--summary", "--configs", "", "--out", str(runs), "--plot",
+                          str(tmp_path / "p.png"), "--speedups", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: --speedups {bad}: not a bench.report JSON")
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_sweep_plot_takes_speedups_from_a_report(tmp_path):
+    rows = fidelity.summarize([_record("recycled-finetune", 0, 0.3 + k / 100, layer=k)
+                               for k in (1, 2, 3)] + [_record("full-finetune", 0, 0.4)])
+    fidelity.plot_sweep(rows, str(tmp_path / "sweep.png"), speedups={1: 1.3, 2: 1.7, 3: 2.0})
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
