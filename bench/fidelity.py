@@ -247,13 +247,14 @@ def plot_sweep(rows: list, path: str, speedups: dict | None = None) -> None:
         if r["config"].startswith("full"):
             ax.axhline(r["mean"], color="grey", lw=0.8, ls=":")
             ax.axhline(r["mean"] - 1.0, color="red", lw=0.8, ls=":")
+    ax.set_xticks(sorted({r["layer"] for r in rows} | set(speedups or ())))
     ax.set_xlabel("K (layers recycled from the cache)")
     ax.set_ylabel(f"test {rows[0]['metric']} (mean of seeds)")
     speed_ax.set_ylabel("training speedup, full / recycled")
-    ax.legend(loc="lower left", fontsize=7)
-    speed_ax.legend(loc="upper right", fontsize=7)
+    handles = [h for a in (ax, speed_ax) for h in a.get_legend_handles_labels()[0]]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7)  # below, off the curves
     ax.set_title(f"{rows[0]['model']} on {rows[0]['task']}: K sweep (dotted: full, full - 1)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
 
 
