@@ -190,7 +190,7 @@ def run(config: ReportConfig, log=print) -> dict:
         write_corpus(records, corpus)
         per_k, builds = {}, {}
         for k in layers_to_sweep(n_layers):
-            out = work / f"L{k}-int8"
+            out = _cache_dir(work, k)
             log(f"K={k}: building the int8 cache of {len(records)} articles in {out}")
             builds[k] = build_timed(config, model_path, corpus, k, out)
             reader = cache_format.open(out)
@@ -201,7 +201,7 @@ def run(config: ReportConfig, log=print) -> dict:
         # main_k is in the sweep (layers_to_sweep), so its cache is built; measured after the
         # loop so no result depends on the loop having met it.
         log(f"K={main_k}: lower-stack throughput and bytes per token")
-        out = work / f"L{main_k}-int8"
+        out = _cache_dir(work, main_k)
         reader = cache_format.open(out)
         throughput = lower_throughput(model_path, reader, out / "onnx", main_k, config.threads)
         gemms.append(measure_gemm_gflops(shape, config.threads))
@@ -216,6 +216,11 @@ def run(config: ReportConfig, log=print) -> dict:
         report["accuracy"] = {k: v for k, v in accuracy.items() if k != "details"}
         report["accuracy_details"] = accuracy["details"]
     return report
+
+
+def _cache_dir(work: Path, layer: int) -> Path:
+    """Where the sweep builds the int8 cache of layer K (the main-K phase reopens it)."""
+    return work / f"L{layer}-int8"
 
 
 def _accuracy(config: ReportConfig, model_path, layer: int, work: Path, log):

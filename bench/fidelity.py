@@ -234,12 +234,14 @@ def plot_sweep(rows: list, path: str, speedups: dict | None = None) -> None:
         pts = sorted((r["layer"], r["mean"], r["seconds_per_epoch"]) for r in rows
                      if r["config"] == name)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{name} (score)")
+        if speedups is not None:
+            continue
         full = [r for r in rows if r["config"] == name.replace("recycled", "full")]
         sp = [(k, full[0]["seconds_per_epoch"] / s) for k, _, s in pts if full and s]
-        if sp and speedups is None:
+        if sp:
             speed_ax.plot([p[0] for p in sp], [p[1] for p in sp], "s--", alpha=0.6,
                           label=f"{name} (speedup, s/epoch of these runs)")
-    if speedups:
+    if speedups is not None:
         ks = sorted(speedups)
         speed_ax.plot(ks, [speedups[k] for k in ks], "s--", color="black", alpha=0.6,
                       label="training speedup (bench.report, side by side)")

@@ -11,7 +11,6 @@ import sys
 
 from cache_format.cli_errors import OneLineParser, run_cli
 
-from .batching import BATCH_TOKENS
 from .build import CODECS, COMPUTES, DTYPES, BuildConfig, build_cache
 from .errors import ExportError
 from .session import DEVICES, available_cores
@@ -47,13 +46,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default=BuildConfig.codec, choices=CODECS,
                    help="compression (default %(default)s)")
     p.add_argument("--max-length", type=int, default=BuildConfig.max_length, help="tokens per "
-                   "record, special tokens included (default %(default)s: the usual fine-tuning budget for MiniLM-size "
-                   "encoders; BBC articles average ~490 tokens, so longer ones are truncated "
-                   "unless --stride is set)")
-    p.add_argument("--stride", type=int, default=BuildConfig.stride, help="0 truncates (default); N > 0 keeps "
-                   "every window of a long text as its own record ID#0, ID#1, ... overlapping "
-                   "by N tokens")
-    p.add_argument("--batch-tokens", type=int, default=BATCH_TOKENS, help="padded tokens per "
+                   "record, special tokens included (default %(default)s: the usual fine-tuning "
+                   "budget for MiniLM-size encoders; BBC articles average ~490 tokens, so longer "
+                   "ones are truncated unless --stride is set)")
+    p.add_argument("--stride", type=int, default=BuildConfig.stride, help="0 truncates "
+                   "(default); N > 0 keeps every window of a long text as its own record ID#0, "
+                   "ID#1, ... overlapping by N tokens")
+    p.add_argument("--batch-tokens", type=int, default=BuildConfig.batch_tokens, help="padded "
+                   "tokens per "
                    "batch (batch size x longest record); batches are bucketed by length "
                    "(default %(default)s)")
     p.add_argument("--window", type=int, default=BuildConfig.window, help="records read, "
@@ -71,9 +71,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", action="store_true", help="only merge the parts in --out")
     p.add_argument("--device", default=BuildConfig.device, choices=DEVICES,
                    help="auto (CUDA when onnxruntime-gpu sees a GPU), cpu or cuda")
-    p.add_argument("--compute", default=BuildConfig.compute, choices=COMPUTES, help="the lower stack's "
-                   "arithmetic: fp32 with onnxruntime (default) or bf16 with PyTorch, for CPUs "
-                   "with avx512_bf16 or AMX (python -m bench.precision measures both)")
+    p.add_argument("--compute", default=BuildConfig.compute, choices=COMPUTES,
+                   help="the lower stack's arithmetic: fp32 with onnxruntime (default) or bf16 "
+                   "with PyTorch, for CPUs with avx512_bf16 or AMX (python -m bench.precision "
+                   "measures both)")
     p.add_argument("--threads", type=int, help="CPU threads (default: the available cores, "
                    "divided among torchrun's local processes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")

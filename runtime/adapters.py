@@ -31,7 +31,6 @@ from runtime.errors import RuntimeConfigError
 from runtime.handoff_modeling import ACTIVATIONS, BottleneckAdapter as _BottleneckStructure
 
 
-
 @dataclass(frozen=True)
 class AdapterConfig:
     """What trains in the encoder; checked on construction."""

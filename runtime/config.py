@@ -62,6 +62,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False  # replace a finished run of the same task in `out`
     device: str = D["device"]
+
     def __post_init__(self):
         task_named(self.task)  # refuses an unknown task with the known ones
         if self.mode not in MODES:

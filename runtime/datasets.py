@@ -160,9 +160,8 @@ def builtin_cache_dir(name: str, *, layer: int, dtype: str, model: str | None = 
 
 
 def prepare_builtin(name: str, *, layer: int = 3, dtype: str | None = None,
-                    model: str | None = None,
-                    root: str = "caches", max_length: int | None = None,
-                    device: str = "auto") -> PreparedTask:
+                    model: str | None = None, root: str = "caches",
+                    max_length: int | None = None, device: str = "auto") -> PreparedTask:
     """Labels of built-in task `name` and its cache, building the cache (export) if missing.
 
     `max_length` defaults to the task's own (BBC 256, WNUT-16 128); another value gets its own

@@ -7,7 +7,7 @@ import cache_format
 from cache_format.quantize import QMAX
 
 DTYPES = cache_format.DTYPE_NAMES  # fp32, fp16, int8: widest first
-CODECS = ["none", "lz4", "zstd"]
+CODECS = cache_format.CODEC_NAMES  # none, lz4, zstd
 
 
 def _records(rng, n, h, max_t=40, scale=3.0):
