@@ -19,18 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
-    """Which of avx512_bf16 / amx_bf16 / amx_tile the CPU reports (empty when none, or no file)."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return [f for f in BF16_FLAGS if f in flags]
+from export.cpu import cpu_bf16_flags
 
 
 def relative_error(reference: list, other: list) -> tuple[float, float]:

@@ -26,6 +26,7 @@ from cache_format import codec as cache_codec, layout as cache_layout
 from .architectures import check_model_layer, hidden_size, max_positions, num_layers
 from .batching import BATCH_TOKENS, Batch, collate, make_batches
 from .corpus import Record, estimate_records, iter_corpus
+from .cpu import bf16_warning
 from .defaults import BUILTIN_CORPUS, BUILTIN_DOCS, DEFAULT_MODEL_NAME
 from .defaults import default_corpus_records, default_model_path, default_out_dir
 from .errors import ExportError
@@ -96,6 +97,9 @@ class BuildConfig:
         if self.threads is not None and self.threads < 1:
             raise ExportError(f"--threads must be at least 1, got {self.threads}")
         check_shard(self.num_shards, self.shard_index)
+        if self.compute == "bf16" and self.device == "cuda":
+            raise ExportError("--compute bf16 runs the lower stack in PyTorch on the CPU; "
+                              "for --device cuda leave --compute at fp32")
         if self.device == "cuda" and not cuda_available():
             # here, before the ONNX export writes OUT/onnx, not when the session starts
             raise ExportError("--device cuda needs onnxruntime-gpu and a visible GPU; "
@@ -162,6 +166,9 @@ def _lower_stack(config: BuildConfig, model_path: Path, out: Path, metadata: dic
         from .throughput import TorchLower
 
         log(f"lower stack ({name}): PyTorch in bf16")
+        warning = bf16_warning()
+        if warning:
+            log(warning)
         return TorchLower(model_path, config.layer, threads=config.threads, compute="bf16")
     info = export_lower(model_path, config.layer, out / "onnx", exporter=config.exporter,
                         weights_hash=metadata["weights_sha256"])

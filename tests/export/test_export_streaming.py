@@ -156,3 +156,18 @@ def test_bf16_build_is_close_to_fp32_and_refuses_an_fp32_rerun(tiny_bert, small_
         assert np.linalg.norm(b - a) <= 0.05 * np.linalg.norm(a), key
     with pytest.raises(ExportError, match=r"built with other settings \(compute 'bf16' != None\)"):
         build_cache(_config(tiny_bert, small_corpus, out))
+
+
+def test_bf16_build_warns_on_a_cpu_without_bf16_and_is_refused_on_cuda(tiny_bert, small_corpus,
+                                                                       tmp_path, monkeypatch):
+    monkeypatch.setattr(build_module, "bf16_warning", lambda: "warning: no bf16 here")
+    lines = []
+    build_cache(_config(tiny_bert, small_corpus, tmp_path / "bf16", compute="bf16"),
+                log=lines.append)
+    assert "warning: no bf16 here" in lines
+    lines.clear()
+    build_cache(_config(tiny_bert, small_corpus, tmp_path / "fp32"), log=lines.append)
+    assert not any(line.startswith("warning") for line in lines)
+    with pytest.raises(ExportError, match="--compute bf16 runs the lower stack in PyTorch on "
+                                          "the CPU; for --device cuda leave --compute at fp32"):
+        _config(tiny_bert, small_corpus, tmp_path / "gpu", compute="bf16", device="cuda")

@@ -1,0 +1,40 @@
+"""What this CPU can do for the lower stack's arithmetic: which bf16 instruction sets it
+reports, and the one-line warning a bf16 build prints on a CPU that has none.
+
+Without avx512_bf16 or AMX, PyTorch runs bfloat16 matmuls through conversions to fp32: on a
+2-core AMD EPYC with AVX2 only, bench.precision measured bf16 at 0.17x the fp32 speed
+(docs/results/precision-quiet-noavx512-2026-12-02.json).
+"""
+from __future__ import annotations
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """Which of avx512_bf16 / amx_bf16 / amx_tile the CPU reports (empty when none, or no file)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [f for f in BF16_FLAGS if f in flags]
+
+
+def bf16_warning(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The warning for a bf16 build on this CPU, or None where bf16 has hardware support.
+
+    Only a CPU that lists its flags and lists none of BF16_FLAGS is warned about: with no
+    /proc/cpuinfo (macOS, Windows) nothing is known, so nothing is claimed.
+    """
+    try:
+        with open(cpuinfo) as f:
+            if not any(line.startswith("flags") for line in f):
+                return None
+    except OSError:
+        return None
+    if cpu_bf16_flags(cpuinfo):
+        return None
+    return ("warning: this CPU reports neither avx512_bf16 nor AMX, so bf16 runs emulated and "
+            "is slower than the fp32 default (0.17x measured on an AVX2-only AMD EPYC); "
+            "python -m bench.precision measures it here")
