@@ -203,6 +203,44 @@ def format_largest_k(found: list, margin: float = 1.0) -> str:
     return "\n".join(lines)
 
 
+def paired_gaps(records: list) -> list:
+    """Per recycled/frozen configuration and K with a full counterpart (same model, task and
+    subset): score - full score seed by seed, over the seeds both sides ran, so that a side with
+    more seeds never moves the comparison. A seed run more than once is averaged; full runs
+    are pooled over K (the cache only sets their splits)."""
+    scores = {}
+    for r in records:
+        metric = "accuracy" if "accuracy" in r["metrics"] else "f1"
+        layer = None if r["config"].startswith("full") else r["layer"]
+        key = (r["model"], r["task"], r.get("max_train_examples"), r["config"], layer)
+        scores.setdefault(key, {}).setdefault(r["seed"], []).append(100 * r["metrics"][metric])
+    found = []
+    for (model, task, subset, name, layer), by_seed in scores.items():
+        full_name = "full-" + name.split("-", 1)[1]
+        full = scores.get((model, task, subset, full_name, None))
+        seeds = sorted(set(by_seed) & set(full or ()))
+        if layer is None or not seeds:
+            continue
+        ours = [statistics.fmean(by_seed[s]) for s in seeds]
+        theirs = [statistics.fmean(full[s]) for s in seeds]
+        gaps = [a - b for a, b in zip(ours, theirs)]
+        found.append({"model": model, "task": task, "subset": subset, "layer": layer,
+                      "config": name, "full_config": full_name, "seeds": seeds,
+                      "mean": statistics.fmean(ours), "full_mean": statistics.fmean(theirs),
+                      "gaps": gaps, "mean_gap": statistics.fmean(gaps)})
+    return found
+
+
+def format_paired_gaps(found: list) -> str:
+    lines = []
+    for f in found:
+        per_seed = ", ".join(f"{g:+.2f}" for g in f["gaps"])
+        lines.append(f"{f['model']} {f['task']} K={f['layer']}: {f['config']} - "
+                     f"{f['full_config']} on seeds {f['seeds']}: {f['mean_gap']:+.2f} "
+                     f"({f['mean']:.2f} against {f['full_mean']:.2f}; per seed {per_seed})")
+    return "\n".join(lines)
+
+
 def report_speedups(path: str) -> dict:
     """{K: training speedup} from a bench.report JSON: full over recycled time per example at
     each K it timed, the two modes interleaved step by step in one run (a fair ratio, unlike
@@ -356,11 +394,15 @@ def _run(args) -> int:
         if configs:
             sweep(config) if args.sweep else compare(config)
     with open(config.out, encoding="utf-8") as f:
-        rows = summarize([json.loads(line) for line in f if line.strip()])
+        records = [json.loads(line) for line in f if line.strip()]
+    rows = summarize(records)
     print(format_table(rows))
     within = format_largest_k(largest_k_within(rows))
     if within:
         print(within)
+    paired = format_paired_gaps(paired_gaps(records))
+    if paired:
+        print(paired)
     if args.plot:
         speedups = report_speedups(args.speedups) if args.speedups else None
         plot_sweep([r for r in rows if r["task"] == config.task], args.plot, speedups)

@@ -106,3 +106,32 @@ def test_sweep_plot_takes_speedups_from_a_report(tmp_path):
                                for k in (1, 2, 3)] + [_record("full-finetune", 0, 0.4)])
     fidelity.plot_sweep(rows, str(tmp_path / "sweep.png"), speedups={1: 1.3, 2: 1.7, 3: 2.0})
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_paired_gaps_compare_only_the_seeds_both_sides_ran():
+    records = ([_record("recycled-finetune", s, v, layer=6) for s, v in
+                ((0, 0.47), (1, 0.48), (2, 0.43), (3, 0.51))] +
+               [_record("full-finetune", s, v, layer=6)
+                for s, v in ((0, 0.47), (1, 0.47), (2, 0.52))] +
+               [_record("full-finetune", 1, 0.49, layer=3),  # the same seed at another K: averaged
+                _record("recycled-lora", 0, 0.40), _record("full-lora", 1, 0.41)])  # no shared seed
+    found = fidelity.paired_gaps(records)
+    assert len(found) == 1
+    ft = found[0]
+    assert ft["seeds"] == [0, 1, 2] and ft["layer"] == 6  # seed 3 has no full run: left out
+    assert ft["gaps"] == pytest.approx([0.0, 0.0, -9.0])  # full seed 1: (47 + 49) / 2 = 48
+    assert ft["mean_gap"] == pytest.approx(-3.0) and ft["full_mean"] == pytest.approx(49.0)
+    text = fidelity.format_paired_gaps(found)
+    assert "recycled-finetune - full-finetune on seeds [0, 1, 2]: -3.00" in text
+    assert "per seed +0.00, +0.00, -9.00" in text
+
+
+def test_summary_prints_the_paired_gap(tmp_path, capsys):
+    runs = tmp_path / "runs.jsonl"
+    lines = [_record("recycled-lora", s, v) for s, v in ((0, 0.40), (1, 0.44))]
+    lines += [_record("full-lora", s, v) for s, v in ((0, 0.41), (1, 0.45), (2, 0.60))]
+    runs.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    assert fidelity.main(["--summary", "--configs", "", "--out", str(runs)]) == 0
+    out = capsys.readouterr().out
+    # the table's full-lora mean takes all three seeds; the paired line only the two shared
+    assert "m wnut16 K=3: recycled-lora - full-lora on seeds [0, 1]: -1.00" in out
