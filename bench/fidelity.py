@@ -140,6 +140,16 @@ def sweep(config: FidelityConfig, log=print) -> list:
     return records
 
 
+def _metric(metrics: dict) -> str:
+    """The score a run is judged by: accuracy for sequence tasks, entity F1 for token tasks."""
+    return "accuracy" if "accuracy" in metrics else "f1"
+
+
+def _full_counterpart(config: str) -> str:
+    """recycled-lora / frozen-lora -> full-lora: the same adapter on all N layers."""
+    return "full-" + config.split("-", 1)[1]
+
+
 def summarize(records: list) -> list:
     """Rows (model, task, K, config, n, mean, std, train s/epoch) over seeds, in first-seen order."""
     groups = {}
@@ -148,7 +158,7 @@ def summarize(records: list) -> list:
         groups.setdefault(key, []).append(r)
     rows = []
     for (model, task, k, name, subset), runs in groups.items():
-        metric = "accuracy" if "accuracy" in runs[0]["metrics"] else "f1"
+        metric = _metric(runs[0]["metrics"])
         scores = [100 * r["metrics"][metric] for r in runs]
         per_epoch = [r["metrics"]["train_seconds"] / r["metrics"]["epochs_run"]
                      for r in runs if "train_seconds" in r["metrics"]]
@@ -179,7 +189,7 @@ def largest_k_within(rows: list, margin: float = 1.0) -> list:
         groups.setdefault((r["model"], r["task"], r["subset"], r["config"]), []).append(r)
     found = []
     for (model, task, subset, name), at_k in groups.items():
-        full_name = "full-" + name.split("-", 1)[1]
+        full_name = _full_counterpart(name)
         full = groups.get((model, task, subset, full_name))
         if name.startswith("full") or not full:
             continue
@@ -210,13 +220,13 @@ def paired_gaps(records: list) -> list:
     are pooled over K (the cache only sets their splits)."""
     scores = {}
     for r in records:
-        metric = "accuracy" if "accuracy" in r["metrics"] else "f1"
+        metric = _metric(r["metrics"])
         layer = None if r["config"].startswith("full") else r["layer"]
         key = (r["model"], r["task"], r.get("max_train_examples"), r["config"], layer)
         scores.setdefault(key, {}).setdefault(r["seed"], []).append(100 * r["metrics"][metric])
     found = []
     for (model, task, subset, name, layer), by_seed in scores.items():
-        full_name = "full-" + name.split("-", 1)[1]
+        full_name = _full_counterpart(name)
         full = scores.get((model, task, subset, full_name, None))
         seeds = sorted(set(by_seed) & set(full or ()))
         if layer is None or not seeds:

@@ -10,14 +10,19 @@ from __future__ import annotations
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
 
 
-def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
-    """Which of avx512_bf16 / amx_bf16 / amx_tile the CPU reports (empty when none, or no file)."""
+def _cpu_flags(cpuinfo: str) -> list[str] | None:
+    """The flags line of /proc/cpuinfo, or None where there is no such file or line."""
     try:
         with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
+            return next((line.split(":", 1)[1].split() for line in f
+                         if line.startswith("flags")), None)
     except OSError:
-        return []
+        return None
+
+
+def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """Which of avx512_bf16 / amx_bf16 / amx_tile the CPU reports (empty when none, or no file)."""
+    flags = _cpu_flags(cpuinfo) or []
     return [f for f in BF16_FLAGS if f in flags]
 
 
@@ -27,13 +32,8 @@ def bf16_warning(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     Only a CPU that lists its flags and lists none of BF16_FLAGS is warned about: with no
     /proc/cpuinfo (macOS, Windows) nothing is known, so nothing is claimed.
     """
-    try:
-        with open(cpuinfo) as f:
-            if not any(line.startswith("flags") for line in f):
-                return None
-    except OSError:
-        return None
-    if cpu_bf16_flags(cpuinfo):
+    flags = _cpu_flags(cpuinfo)
+    if flags is None or any(f in flags for f in BF16_FLAGS):
         return None
     return ("warning: this CPU reports neither avx512_bf16 nor AMX, so bf16 runs emulated and "
             "is slower than the fp32 default (0.17x measured on an AVX2-only AMD EPYC); "
