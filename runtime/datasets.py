@@ -13,7 +13,9 @@ run and every mode sees the same train/dev/test examples whatever its training s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import importlib.util
 import json
 import os
@@ -175,9 +177,40 @@ def prepare_builtin(name: str, *, layer: int = 3, dtype: str | None = None,
     files = write_task(name, os.path.join(root, "tasks", name))
     cache = builtin_cache_dir(name, layer=layer, dtype=dtype, model=model, root=root,
                               max_length=max_length)
-    if not os.path.isfile(os.path.join(cache, "manifest.json")):
-        corpus = None if name == "bbc-news" else files.corpus  # None: export's built-in BBC News
-        print(f"building the {name} cache in {cache} (layer {layer}, {dtype}) ...", flush=True)
-        build_cache(BuildConfig(layer=layer, out=cache, model=model, corpus=corpus, dtype=dtype,
-                                max_length=max_length, device=device))
+    if not _is_built(cache):
+        with _one_builder(cache):
+            if not _is_built(cache):  # the process we waited for may have built it
+                corpus = None if name == "bbc-news" else files.corpus  # None: built-in BBC News
+                print(f"building the {name} cache in {cache} (layer {layer}, {dtype}) ...",
+                      flush=True)
+                build_cache(BuildConfig(layer=layer, out=cache, model=model, corpus=corpus,
+                                        dtype=dtype, max_length=max_length, device=device))
     return PreparedTask(cache, files.labels, task.task, task.epochs)
+
+
+def _is_built(cache: str) -> bool:
+    return os.path.isfile(os.path.join(cache, "manifest.json"))
+
+
+@contextlib.contextmanager
+def _one_builder(cache: str):
+    """Hold `<cache>.prepare.lock` while checking for and building `cache`.
+
+    Two jobs that need the same missing cache (two seeds of bench.fidelity side by side) would
+    both start a build and the second would fail at the cache's own writer lock; here the
+    second waits for the first and then finds the cache built. flock is dropped by the kernel
+    when its holder dies, so a killed build leaves nothing to clean up and the waiter goes on
+    to build (resuming what the dead one committed).
+    """
+    parent = os.path.dirname(os.path.abspath(cache))
+    os.makedirs(parent, exist_ok=True)
+    fd = os.open(os.path.abspath(cache) + ".prepare.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that is building {cache} ...", flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

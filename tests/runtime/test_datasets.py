@@ -1,6 +1,7 @@
 """runtime.datasets: the built-in tasks read from their packages, with fixed splits."""
 
 import json
+import os
 
 import pytest
 
@@ -46,3 +47,83 @@ def test_unknown_task():
     with pytest.raises(RuntimeConfigError, match="unknown built-in task 'imdb'; pick one of"):
         get_task("imdb")
     assert set(BUILTIN_TASKS) == {"bbc-news", "wnut16"}
+
+
+def _held(lock_path):
+    """Hold `lock_path` as another builder would (a separate open file description)."""
+    import fcntl
+    import os
+
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _fake_builds(monkeypatch):
+    import export.build
+
+    calls = []
+
+    def build_cache(config):
+        calls.append(config.out)
+        os.makedirs(config.out, exist_ok=True)
+        with open(os.path.join(config.out, "manifest.json"), "w") as f:
+            f.write("{}")
+
+    monkeypatch.setattr(export.build, "build_cache", build_cache)
+    return calls
+
+
+def _prepare_in_thread(root):
+    import threading
+
+    from runtime.datasets import prepare_builtin
+
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(
+        prepared=prepare_builtin("wnut16", layer=2, root=str(root))))
+    thread.start()
+    return thread, result
+
+
+def _wait_until(predicate, seconds=30.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_second_preparer_waits_for_the_first_build_instead_of_failing(tmp_path, monkeypatch,
+                                                                        capsys):
+    from runtime.datasets import builtin_cache_dir
+
+    calls = _fake_builds(monkeypatch)
+    cache = builtin_cache_dir("wnut16", layer=2, dtype="int8", root=str(tmp_path))
+    fd = _held(os.path.abspath(cache) + ".prepare.lock")  # the first builder, still building
+    thread, result = _prepare_in_thread(tmp_path)
+    _wait_until(lambda: "waiting for another process" in capsys.readouterr().out)
+    assert thread.is_alive() and not calls
+    os.makedirs(cache)
+    with open(os.path.join(cache, "manifest.json"), "w") as f:  # the first build commits
+        f.write("{}")
+    os.close(fd)
+    thread.join(30)
+    assert not thread.is_alive() and result["prepared"].cache == cache
+    assert calls == []  # the waiter found the cache built and did not build it again
+
+
+def test_a_waiter_builds_when_the_first_builder_dies_without_a_cache(tmp_path, monkeypatch,
+                                                                     capsys):
+    from runtime.datasets import builtin_cache_dir
+
+    calls = _fake_builds(monkeypatch)
+    cache = builtin_cache_dir("wnut16", layer=2, dtype="int8", root=str(tmp_path))
+    fd = _held(os.path.abspath(cache) + ".prepare.lock")
+    thread, result = _prepare_in_thread(tmp_path)
+    _wait_until(lambda: "waiting for another process" in capsys.readouterr().out)
+    os.close(fd)  # dies: the kernel drops the lock, no manifest was written
+    thread.join(30)
+    assert not thread.is_alive() and calls == [cache]
+    assert os.path.isfile(os.path.join(result["prepared"].cache, "manifest.json"))
