@@ -180,35 +180,36 @@ def format_table(rows: list) -> str:
     return "\n".join(lines)
 
 
-def largest_k_within(rows: list, margin: float = 1.0) -> list:
-    """Per recycled/frozen configuration with a full counterpart (same model, task and subset):
-    the full score, and the largest K whose mean is at least full - `margin` (None if no K is).
-    A full configuration run at several K (the cache only sets its splits) is pooled over them."""
+def largest_k_within(paired: list, margin: float = 1.0) -> list:
+    """Per recycled/frozen configuration (same model, task and subset), from `paired_gaps`: the
+    largest K whose mean gap to the full counterpart, over the seeds both sides ran, is at least
+    -`margin` (None if no K is). Judged on shared seeds, so that a K run with other seeds than
+    full (or with more of them) is never compared against another set of runs."""
     groups = {}
-    for r in rows:
-        groups.setdefault((r["model"], r["task"], r["subset"], r["config"]), []).append(r)
+    for f in paired:
+        groups.setdefault((f["model"], f["task"], f["subset"], f["config"]), []).append(f)
     found = []
     for (model, task, subset, name), at_k in groups.items():
-        full_name = _full_counterpart(name)
-        full = groups.get((model, task, subset, full_name))
-        if name.startswith("full") or not full:
-            continue
-        n = sum(r["n"] for r in full)
-        full_mean = sum(r["mean"] * r["n"] for r in full) / n
-        ks = {r["layer"]: r["mean"] for r in at_k}
-        best = max((k for k, m in ks.items() if m >= full_mean - margin), default=None)
-        found.append({"model": model, "task": task, "config": name, "full_config": full_name,
-                      "full_mean": full_mean, "full_n": n, "layers": sorted(ks),
-                      "largest_k": best, "mean": ks.get(best)})
+        by_k = {f["layer"]: f for f in at_k}
+        # a tolerance of float rounding: a gap of exactly -margin in percent points counts
+        best = max((k for k, f in by_k.items() if f["mean_gap"] >= -margin - 1e-9), default=None)
+        chosen = by_k.get(best)
+        found.append({"model": model, "task": task, "config": name,
+                      "full_config": at_k[0]["full_config"], "layers": sorted(by_k),
+                      "largest_k": best, "gap": chosen and chosen["mean_gap"],
+                      "mean": chosen and chosen["mean"],
+                      "full_mean": chosen and chosen["full_mean"],
+                      "seeds": chosen and chosen["seeds"]})
     return found
 
 
 def format_largest_k(found: list, margin: float = 1.0) -> str:
     lines = []
     for f in found:
-        head = (f"{f['model']} {f['task']}: {f['config']} against {f['full_config']} "
-                f"({f['full_mean']:.2f}, n={f['full_n']}), K run {f['layers']}: ")
-        lines.append(head + (f"largest K within {margin:g} is {f['largest_k']} ({f['mean']:.2f})"
+        head = (f"{f['model']} {f['task']}: {f['config']} against {f['full_config']}, "
+                f"K run {f['layers']}: ")
+        lines.append(head + (f"largest K within {margin:g} is {f['largest_k']} ({f['gap']:+.2f}: "
+                             f"{f['mean']:.2f} against {f['full_mean']:.2f} on seeds {f['seeds']})"
                              if f["largest_k"] is not None else f"no K within {margin:g}"))
     return "\n".join(lines)
 
@@ -407,12 +408,12 @@ def _run(args) -> int:
         records = [json.loads(line) for line in f if line.strip()]
     rows = summarize(records)
     print(format_table(rows))
-    within = format_largest_k(largest_k_within(rows))
+    paired = paired_gaps(records)
+    within = format_largest_k(largest_k_within(paired))
     if within:
         print(within)
-    paired = format_paired_gaps(paired_gaps(records))
     if paired:
-        print(paired)
+        print(format_paired_gaps(paired))
     if args.plot:
         speedups = report_speedups(args.speedups) if args.speedups else None
         plot_sweep([r for r in rows if r["task"] == config.task], args.plot, speedups)

@@ -59,19 +59,33 @@ def test_sweep_plot_is_written(tmp_path):
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_largest_k_within_one_point_of_full_pools_full_runs_over_k():
+def test_largest_k_within_one_point_of_full_is_judged_on_shared_seeds():
     records = ([_record("recycled-finetune", 0, v, layer=k)
-                for k, v in ((1, 0.445), (2, 0.44), (3, 0.43), (4, 0.425), (5, 0.30))] +
-               [_record("full-finetune", s, v, layer=k) for s, v, k in ((0, 0.44, 3), (1, 0.45, 1))] +
+                for k, v in ((1, 0.445), (2, 0.44), (3, 0.4299), (4, 0.425), (5, 0.30))] +
+               # seed 1 only at K=3, and scoring far above full: the pooled means would put K=3
+               # within 1 point; seed by seed, only seed 0 is shared with full at every K
+               [_record("recycled-finetune", 5, 0.60, layer=3)] +
+               [_record("full-finetune", s, v, layer=k)
+                for s, v, k in ((0, 0.44, 3), (1, 0.45, 1))] +
                [_record("recycled-lora", 0, 0.30, layer=3), _record("full-lora", 0, 0.40)])
-    found = {f["config"]: f for f in fidelity.largest_k_within(fidelity.summarize(records))}
+    found = {f["config"]: f for f in fidelity.largest_k_within(fidelity.paired_gaps(records))}
     ft = found["recycled-finetune"]
-    # full pooled over K=1 and K=3: 44.5; within 1.0 means >= 43.5, so K=2 (44.0), not K=3 (43.0)
-    assert ft["full_mean"] == pytest.approx(44.5) and ft["full_n"] == 2
+    # full seed 0 is 44.0: K=2 is +0.00, K=3 is -1.01 (seed 5 has no full run), K=4 is -1.50
     assert ft["largest_k"] == 2 and ft["layers"] == [1, 2, 3, 4, 5]
+    assert ft["gap"] == pytest.approx(0.0) and ft["seeds"] == [0]
+    assert ft["full_mean"] == pytest.approx(44.0)
     assert found["recycled-lora"]["largest_k"] is None
     text = fidelity.format_largest_k(list(found.values()))
-    assert "largest K within 1 is 2 (44.00)" in text and "no K within 1" in text
+    assert "largest K within 1 is 2 (+0.00: 44.00 against 44.00 on seeds [0])" in text
+    assert "no K within 1" in text
+
+
+def test_a_gap_of_exactly_one_point_is_within_one_point():
+    # 100 * 0.54 - 100 * 0.55 is -1.000000000000007 in binary floats: still "within 1.0"
+    assert 100 * 0.54 - 100 * 0.55 < -1.0
+    records = [_record("recycled-finetune", 0, 0.54), _record("full-finetune", 0, 0.55)]
+    found = fidelity.largest_k_within(fidelity.paired_gaps(records))
+    assert found[0]["largest_k"] == 3
 
 
 def _report(tmp_path, per_example):
