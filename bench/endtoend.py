@@ -335,10 +335,7 @@ def _model_name(config: ReportConfig, model_path) -> str:
 def _device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from export.cpu import cpu_description
+
+    cpu = cpu_description()["model_name"] or platform.processor() or platform.machine()
     return f"cpu: {cpu} ({torch.get_num_threads()} threads)"

@@ -50,6 +50,9 @@ class FidelityConfig:
 def run_one(config: FidelityConfig, name: str, seed: int, cache: str, labels: str,
             task: str, layer: int, work: str) -> dict:
     """Train one configuration with one seed; returns the JSON record of the run."""
+    import torch
+
+    from export.cpu import cpu_description
     from runtime.trainer import TrainConfig, train
 
     mode, adapter = name.split("-", 1)
@@ -70,6 +73,8 @@ def run_one(config: FidelityConfig, name: str, seed: int, cache: str, labels: st
                              if k not in ("cache", "labels", "out", "model")},
             "learning_rate": train_config.learning_rate,
             "head_learning_rate": train_config.head_learning_rate,
+            # seconds are only comparable on one machine, and sessions change machines
+            "cpu": cpu_description(), "torch_threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d")}
 
 
@@ -150,8 +155,17 @@ def _full_counterpart(config: str) -> str:
     return "full-" + config.split("-", 1)[1]
 
 
+def _cpu_label(record: dict) -> str | None:
+    """"name (family F model M)" of the CPU a run recorded, None for runs from before the field."""
+    cpu = record.get("cpu")
+    if not cpu:
+        return None
+    return f"{cpu.get('model_name')} (family {cpu.get('family')} model {cpu.get('model')})"
+
+
 def summarize(records: list) -> list:
-    """Rows (model, task, K, config, n, mean, std, train s/epoch) over seeds, in first-seen order."""
+    """Rows (model, task, K, config, n, mean, std, train s/epoch, the CPUs the runs recorded)
+    over seeds, in first-seen order."""
     groups = {}
     for r in records:
         key = (r["model"], r["task"], r["layer"], r["config"], r.get("max_train_examples"))
@@ -166,17 +180,23 @@ def summarize(records: list) -> list:
                      "subset": subset, "metric": metric, "n": len(scores),
                      "mean": statistics.fmean(scores),
                      "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-                     "seconds_per_epoch": statistics.fmean(per_epoch) if per_epoch else None})
+                     "seconds_per_epoch": statistics.fmean(per_epoch) if per_epoch else None,
+                     "cpus": sorted({c for c in map(_cpu_label, runs) if c})})
     return rows
 
 
 def format_table(rows: list) -> str:
     lines = [f"{'model':<18} {'task':<9} {'K':>2} {'config':<20} {'n':>2} "
              f"{'metric':<8} {'mean':>6} {'std':>5} {'s/epoch':>8}"]
+    mixed = False
     for r in rows:
         spe = f"{r['seconds_per_epoch']:.1f}" if r["seconds_per_epoch"] else "-"
+        if len(r.get("cpus", ())) > 1:
+            spe, mixed = spe + "*", True
         lines.append(f"{r['model']:<18} {r['task']:<9} {r['layer']:>2} {r['config']:<20} "
                      f"{r['n']:>2} {r['metric']:<8} {r['mean']:>6.2f} {r['std']:>5.2f} {spe:>8}")
+    if mixed:
+        lines.append("* s/epoch averages runs on more than one CPU: not a speed figure")
     return "\n".join(lines)
 
 

@@ -20,6 +20,26 @@ def _cpu_flags(cpuinfo: str) -> list[str] | None:
         return None
 
 
+def _first_field(cpuinfo: str, name: str) -> str | None:
+    """The value of the first `name :` line of /proc/cpuinfo (one per core; the first will do)."""
+    try:
+        with open(cpuinfo) as f:
+            return next((line.split(":", 1)[1].strip() for line in f
+                         if line.split(":", 1)[0].strip() == name), None)
+    except OSError:
+        return None
+
+
+def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """Which CPU this is, for result records: model name, family and model (a KVM guest often
+    names every Xeon alike, "Intel(R) Xeon(R) Processor"; family and model tell them apart) and
+    the bf16 flags. Fields the file does not give are None."""
+    return {"model_name": _first_field(cpuinfo, "model name"),
+            "family": _first_field(cpuinfo, "cpu family"),
+            "model": _first_field(cpuinfo, "model"),
+            "bf16_flags": cpu_bf16_flags(cpuinfo)}
+
+
 def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
     """Which of avx512_bf16 / amx_bf16 / amx_tile the CPU reports (empty when none, or no file)."""
     flags = _cpu_flags(cpuinfo) or []

@@ -149,3 +149,28 @@ def test_summary_prints_the_paired_gap(tmp_path, capsys):
     out = capsys.readouterr().out
     # the table's full-lora mean takes all three seeds; the paired line only the two shared
     assert "m wnut16 K=3: recycled-lora - full-lora on seeds [0, 1]: -1.00" in out
+
+
+def test_a_run_records_the_cpu_it_ran_on(monkeypatch, tmp_path):
+    import runtime.trainer
+
+    monkeypatch.setattr(runtime.trainer, "train", lambda config: {"f1": 0.5})
+    monkeypatch.setattr("export.cpu.cpu_description", lambda: {"model_name": "Xeon", "family": "6",
+                                                               "model": "167", "bf16_flags": []})
+    record = fidelity.run_one(fidelity.FidelityConfig(), "recycled-lora", 0, "c", "l",
+                              "token-cls", 3, str(tmp_path))
+    assert record["cpu"]["model_name"] == "Xeon" and record["torch_threads"] >= 1
+
+
+def test_summary_marks_seconds_averaged_over_more_than_one_cpu():
+    def on(cpu_model, seed):
+        return dict(_record("full-lora", seed, 0.5),
+                    cpu={"model_name": "Xeon", "family": "6", "model": cpu_model})
+
+    same = fidelity.summarize([on("167", 0), on("167", 1), _record("full-lora", 2, 0.5)])
+    assert same[0]["cpus"] == ["Xeon (family 6 model 167)"]
+    assert "*" not in fidelity.format_table(same)
+    mixed = fidelity.summarize([on("167", 0), on("143", 1)])
+    assert len(mixed[0]["cpus"]) == 2
+    assert "5.0*" in fidelity.format_table(mixed)
+    assert "more than one CPU" in fidelity.format_table(mixed)

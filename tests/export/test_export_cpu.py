@@ -2,7 +2,7 @@
 without them."""
 import pytest
 
-from export.cpu import bf16_warning, cpu_bf16_flags
+from export.cpu import bf16_warning, cpu_bf16_flags, cpu_description
 
 
 def _cpuinfo(tmp_path, text):
@@ -34,3 +34,13 @@ def test_bf16_warning_only_where_the_cpu_lists_flags_and_none_for_bf16(tmp_path,
     else:
         assert warning is None
     assert bf16_warning(str(tmp_path / "missing")) is None
+
+
+def test_cpu_description_names_the_model_and_tells_kvm_xeons_apart(tmp_path):
+    text = ("processor\t: 0\ncpu family\t: 6\nmodel\t\t: 167\nmodel name\t: Intel(R) Xeon(R) "
+            "Processor\nflags\t\t: fpu avx512_bf16\nprocessor\t: 1\nmodel\t\t: 999\n")
+    assert cpu_description(_cpuinfo(tmp_path, text)) == {
+        "model_name": "Intel(R) Xeon(R) Processor", "family": "6", "model": "167",
+        "bf16_flags": ["avx512_bf16"]}
+    assert cpu_description(str(tmp_path / "missing")) == {
+        "model_name": None, "family": None, "model": None, "bf16_flags": []}
