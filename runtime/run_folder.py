@@ -106,8 +106,7 @@ def save_checkpoint(config, model, optimizer, schedule, state: TrainingState, ra
     path = os.path.join(config.out, "checkpoint.pt")
     torch.save({"weights": trainable_state(model), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "state": dataclasses.asdict(state),
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                        "python": random.getstate()}}, path + ".tmp")
+                "rng": _rng_states(config.device)}, path + ".tmp")
     os.replace(path + ".tmp", path)  # a crash mid-save keeps the previous checkpoint
 
 
@@ -124,10 +123,28 @@ def load_checkpoint(config, model, optimizer, schedule) -> TrainingState:
     model.load_state_dict(ckpt["weights"], strict=False)
     optimizer.load_state_dict(ckpt["optimizer"])
     schedule.load_state_dict(ckpt["schedule"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    np.random.set_state(ckpt["rng"]["numpy"])
-    random.setstate(ckpt["rng"]["python"])
+    _restore_rng_states(ckpt["rng"], config.device)
     return TrainingState(**ckpt["state"])
+
+
+def _rng_states(device: str) -> dict:
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+              "python": random.getstate()}
+    # Dropout on a GPU draws from that device's generator, not the CPU one: without its state
+    # a resumed GPU run drops other units than an uninterrupted one would.
+    if torch.device(device).type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _restore_rng_states(states: dict, device: str) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    # A checkpoint of a CPU run resumed on a GPU has no GPU state: that run goes on, seeded
+    # as it started, but not bit for bit as an uninterrupted GPU run would.
+    if "cuda" in states and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 def prepare_run_folder(config: TrainConfig) -> None:
