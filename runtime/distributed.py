@@ -11,6 +11,20 @@ import os
 import torch
 
 
+def on_rank_device(config):
+    """`config` with this rank's device: under torchrun on GPUs, rank r takes cuda:LOCAL_RANK.
+
+    Every rank is started with the same --device; NCCL refuses two ranks on one GPU.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not config.device.startswith("cuda"):
+        return config
+    import dataclasses
+
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    torch.cuda.set_device(device)
+    return dataclasses.replace(config, device=device)
+
+
 def init(config):
     """(rank, world size); starts the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -31,13 +45,13 @@ def wrap(model, world: int):
     return DistributedDataParallel(model, find_unused_parameters=False)
 
 
-def agree(stop: bool, world: int) -> bool:
+def agree(stop: bool, world: int, device: str = "cpu") -> bool:
     """Rank 0's early-stopping decision, shared so every rank leaves the loop together."""
     if world <= 1:
         return stop
     import torch.distributed as dist
 
-    flag = torch.tensor([1 if stop else 0])
+    flag = torch.tensor([1 if stop else 0], device=device)  # NCCL moves GPU tensors only
     dist.broadcast(flag, src=0)
     return bool(flag.item())
 

@@ -39,6 +39,7 @@ __all__ = ["TrainConfig", "train", "subset_train", "class_weights"]  # TrainConf
 
 def train(config: TrainConfig) -> dict:
     """Train as `config` says; returns the test metrics (also written to RUN/metrics.json)."""
+    config = distributed.on_rank_device(config)
     rank, world = distributed.init(config)
     _seed_everything(config.seed)
     reader = open_cache(config.cache, model=config.model, layer=config.layer)
@@ -66,7 +67,7 @@ def train(config: TrainConfig) -> dict:
         state.train_seconds = time.perf_counter() - t0
         stop = _end_of_epoch(config, built, source, reader, data, state, epoch, rank)
         run_folder.save_checkpoint(config, built.model, optimizer, schedule, state, rank)
-        if distributed.agree(stop, world):
+        if distributed.agree(stop, world, config.device):
             break
     metrics = _finish(config, built, source, reader, data, state, rank, epochs)
     distributed.done(world)

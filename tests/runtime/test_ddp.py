@@ -34,3 +34,22 @@ def test_two_process_gloo_ddp(tiny_task, tmp_path):
     assert len(steps) == len(batches) // 2
     assert [s["keys"] for s in steps] == batches[0::2][:len(steps)]  # rank 0's share only
     assert torch.load(out / "weights.pt", weights_only=True)  # rank 0 saved the weights
+
+
+def test_each_rank_on_gpus_takes_its_own_device(monkeypatch):
+    from runtime import distributed
+    from runtime.trainer import TrainConfig
+
+    picked = []
+    monkeypatch.setattr(torch.cuda, "set_device", picked.append)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # two GPUs, as far as the
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)     # device check can tell
+    config = TrainConfig(cache="c", labels="l", task="seq-cls", out="o", device="cuda")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.on_rank_device(config).device == "cuda"  # one process: as given
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.on_rank_device(config).device == "cuda:1"
+    assert picked == ["cuda:1"]
+    cpu = TrainConfig(cache="c", labels="l", task="seq-cls", out="o", device="cpu")
+    assert distributed.on_rank_device(cpu).device == "cpu"  # gloo ranks share the CPU
