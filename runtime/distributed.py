@@ -6,9 +6,14 @@ way. gloo on CPU, nccl on CUDA.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
+
+
+def _world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def on_rank_device(config):
@@ -16,10 +21,8 @@ def on_rank_device(config):
 
     Every rank is started with the same --device; NCCL refuses two ranks on one GPU.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not config.device.startswith("cuda"):
+    if _world() <= 1 or not config.device.startswith("cuda"):
         return config
-    import dataclasses
-
     device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     torch.cuda.set_device(device)
     return dataclasses.replace(config, device=device)
@@ -27,7 +30,7 @@ def on_rank_device(config):
 
 def init(config):
     """(rank, world size); starts the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _world()
     if world <= 1:
         return 0, 1
     import torch.distributed as dist

@@ -1,28 +1,23 @@
-"""`--device cuda`: the upper stacks, training, resume and prediction on a GPU.
+"""`--device cuda`: the upper stacks, training and prediction on a GPU.
 
 Skipped where torch sees no GPU (CI has none); run on a GPU machine with
 `pytest tests/runtime/test_cuda.py`. The CPU tests prove the arithmetic; these prove that every
-tensor reaches the device, that a run trained on a GPU is served on a CPU, and that resume on a
-GPU continues as if never stopped.
+tensor reaches the device and that a run trained on a GPU is served on a CPU. Resume on a GPU
+is test_trainer's resume test, run on both devices.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 
 import pytest
 import torch
 
-from runtime import run_folder
 from runtime.adapters import AdapterConfig, apply_adapters
-from runtime.heads import build_head
-from runtime.models import RecycledModel
 from runtime.prediction import load_run, predict_keys
 from runtime.trainer import TrainConfig, train
-from runtime.upper import full_from_model, upper_from_model
-from tiny_encoders import IDS, batch, make_base
+from tiny_encoders import IDS, recycled_and_frozen
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -41,22 +36,10 @@ def no_tf32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
-def _recycled(name):
-    base = make_base(name)
-    ids, mask = batch(base.config)
-    full = full_from_model(copy.deepcopy(base))
-    with torch.no_grad():
-        hidden = full.hidden_states_at(ids, mask, K)
-    upper = upper_from_model(base, K)
-    torch.manual_seed(3)
-    model = RecycledModel(upper, build_head("seq-cls", upper, 3))
-    apply_adapters(model, AdapterConfig(kind="lora", r=2, dropout=0.0))
-    return model.eval(), hidden, mask
-
-
 @pytest.mark.parametrize("name", IDS, ids=IDS)
 def test_upper_stack_on_cuda_computes_what_it_computes_on_cpu(name):
-    cpu, hidden, mask = _recycled(name)
+    cpu, _, (hidden, _, mask) = recycled_and_frozen(name, K)
+    apply_adapters(cpu, AdapterConfig(kind="lora", r=2, dropout=0.0))
     gpu = copy.deepcopy(cpu).cuda()
     labels = torch.tensor([0, 2, 1])
     for model, dev in ((cpu, "cpu"), (gpu, "cuda")):
@@ -94,29 +77,3 @@ def test_full_and_frozen_token_cls_run_on_cuda(tiny_task, tmp_path, mode):
     metrics = train(_config(tiny_task, tmp_path / mode, mode=mode, labels=tiny_task["tok_labels"],
                             task="token-cls", adapter="none", lr=3e-2))
     assert metrics["f1"] > 0.4  # the CPU test's bar for names and places
-
-
-class _Killed(Exception):
-    pass
-
-
-def test_resume_on_cuda_continues_as_if_never_stopped(tiny_task, tmp_path, monkeypatch):
-    # Dropout on a GPU draws from the CUDA generator: the checkpoint must carry its state too.
-    straight = train(_config(tiny_task, tmp_path / "straight", epochs=2, patience=5))
-    original = run_folder.save_checkpoint
-
-    def save_then_die(config, model, optimizer, schedule, state, rank):
-        original(config, model, optimizer, schedule, state, rank)
-        raise _Killed
-
-    monkeypatch.setattr(run_folder, "save_checkpoint", save_then_die)
-    config = _config(tiny_task, tmp_path / "run", epochs=2, patience=5)
-    with pytest.raises(_Killed):
-        train(config)
-    monkeypatch.setattr(run_folder, "save_checkpoint", original)
-    resumed = train(dataclasses.replace(config, resume=True))
-    a = torch.load(tmp_path / "straight" / "weights.pt", weights_only=True)
-    b = torch.load(tmp_path / "run" / "weights.pt", weights_only=True)
-    worst = max((a[k] - b[k]).abs().max().item() for k in a)
-    assert worst <= 1e-6, f"resumed weights differ by up to {worst:.3g}"
-    assert resumed["accuracy"] == straight["accuracy"]

@@ -13,26 +13,11 @@ from runtime.errors import RuntimeConfigError
 from runtime.heads import build_head
 from runtime.models import FullModel, RecycledModel
 from runtime.upper import full_from_model, upper_from_model
-from tiny_encoders import IDS, NUM_LAYERS, batch, make_base
+from tiny_encoders import IDS, NUM_LAYERS, make_base, recycled_and_frozen
 from tiny_encoders import one_torch_thread  # noqa: F401  (autouse fixture)
 
 K = 2
 TOL = 1e-4
-
-
-def _pair(name, task="seq-cls", num_labels=3):
-    """A RecycledModel and a frozen FullModel from the same weights, same head, eval mode."""
-    base = make_base(name)
-    ids, mask = batch(base.config)
-    upper = upper_from_model(copy.deepcopy(base), K)
-    full = full_from_model(base)
-    torch.manual_seed(3)
-    head = build_head(task, upper, num_labels)
-    recycled = RecycledModel(upper, head).eval()
-    frozen = FullModel(full, copy.deepcopy(head), frozen_below=K).eval()
-    with torch.no_grad():
-        hidden = full.hidden_states_at(ids, mask, K)  # what the cache holds
-    return recycled, frozen, (hidden, ids, mask)
 
 
 def _adapt_both(recycled, frozen, kind, tmp_path):
@@ -56,7 +41,7 @@ def _close(a, b) -> bool:
 @pytest.mark.parametrize("kind", ["lora", "bottleneck", "finetune"], ids=["lora", "bottleneck", "finetune"])
 @pytest.mark.parametrize("name", IDS, ids=IDS)
 def test_recycled_equals_full_with_adapters(tmp_path, name, kind):
-    recycled, frozen, (hidden, ids, mask) = _pair(name)
+    recycled, frozen, (hidden, ids, mask) = recycled_and_frozen(name, K)
     _adapt_both(recycled, frozen, kind, tmp_path)
     with torch.no_grad():
         assert _close(recycled(hidden, mask), frozen(ids, mask))
@@ -64,7 +49,7 @@ def test_recycled_equals_full_with_adapters(tmp_path, name, kind):
 
 @pytest.mark.parametrize("task, num_labels", [("token-cls", 5), ("qa", 2)], ids=["token-cls", "qa"])
 def test_recycled_equals_full_for_other_tasks(tmp_path, task, num_labels):
-    recycled, frozen, (hidden, ids, mask) = _pair("deberta-v3", task, num_labels)
+    recycled, frozen, (hidden, ids, mask) = recycled_and_frozen("deberta-v3", K, task, num_labels)
     _adapt_both(recycled, frozen, "lora", tmp_path)
     with torch.no_grad():
         a, b = recycled(hidden, mask), frozen(ids, mask)
@@ -78,7 +63,7 @@ def test_recycled_equals_full_for_other_tasks(tmp_path, task, num_labels):
 @pytest.mark.parametrize("name", ["bert", "mpnet", "modernbert"], ids=["bert", "mpnet", "modernbert"])
 def test_one_training_step_is_the_same_in_both_modes(tmp_path, name):
     # Training from the cache is frozen-mode training: same gradients, same update.
-    recycled, frozen, (hidden, ids, mask) = _pair(name)
+    recycled, frozen, (hidden, ids, mask) = recycled_and_frozen(name, K)
     _adapt_both(recycled, frozen, "bottleneck", tmp_path)
     labels = torch.tensor([0, 2, 1])
     for model, inputs in ((recycled, (hidden, mask)), (frozen, (ids, mask))):
@@ -91,7 +76,7 @@ def test_one_training_step_is_the_same_in_both_modes(tmp_path, name):
 
 
 def test_frozen_below_freezes_embeddings_and_lower_layers():
-    _, frozen, _ = _pair("electra-e16")
+    _, frozen, _ = recycled_and_frozen("electra-e16", K)
     assert frozen.adapter_layers() == range(K, NUM_LAYERS)
     apply_adapters(frozen, AdapterConfig(kind="finetune"))
     trainable = {n for n, _ in frozen.trainable_parameters()}
@@ -100,12 +85,12 @@ def test_frozen_below_freezes_embeddings_and_lower_layers():
     assert any(n.startswith("encoder.layers.2.") for n in trainable)
     assert any(n.startswith("head.") for n in trainable)
     with pytest.raises(RuntimeConfigError, match=r"not all distinct layers of \[2, 3\]"):
-        apply_adapters(_pair("bert")[1], AdapterConfig(kind="lora"), layers=[0, 1])
+        apply_adapters(recycled_and_frozen("bert", K)[1], AdapterConfig(kind="lora"), layers=[0, 1])
 
 
 def test_frozen_layers_stay_in_eval_mode_while_training():
     # The cache is computed without dropout; frozen mode must see the same lower layers.
-    _, frozen, (_, ids, mask) = _pair("bert")
+    _, frozen, (_, ids, mask) = recycled_and_frozen("bert", K)
     frozen.train()
     assert not frozen.encoder.embeddings.training and not frozen.encoder.layers[K - 1].training
     assert frozen.encoder.layers[K].training and frozen.head.training
@@ -115,7 +100,7 @@ def test_frozen_layers_stay_in_eval_mode_while_training():
 
 
 def test_upper_takes_its_own_dtype():
-    recycled, _, (hidden, _, mask) = _pair("bert")
+    recycled, _, (hidden, _, mask) = recycled_and_frozen("bert", K)
     recycled.to(torch.bfloat16)
     with torch.no_grad():
         assert recycled(hidden, mask).dtype == torch.bfloat16  # float32 cache, bf16 model

@@ -81,10 +81,13 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
 def test_resume_continues_from_the_checkpoint_as_if_never_stopped(tiny_task, tmp_path,
-                                                                   monkeypatch):
+                                                                   monkeypatch, device):
+    # On a GPU dropout draws from the CUDA generator: the checkpoint must carry its state too.
     straight = train(_config(tiny_task, tmp_path, out=str(tmp_path / "straight"), epochs=2,
-                             patience=5))
+                             patience=5, device=device))
     original = run_folder.save_checkpoint
 
     def save_then_die(config, model, optimizer, schedule, state, rank):
@@ -92,7 +95,7 @@ def test_resume_continues_from_the_checkpoint_as_if_never_stopped(tiny_task, tmp
         raise _Killed  # the process dies right after the first epoch's checkpoint
 
     monkeypatch.setattr(run_folder, "save_checkpoint", save_then_die)
-    config = _config(tiny_task, tmp_path, epochs=2, patience=5)
+    config = _config(tiny_task, tmp_path, epochs=2, patience=5, device=device)
     with pytest.raises(_Killed):
         train(config)
     monkeypatch.setattr(run_folder, "save_checkpoint", original)

@@ -117,3 +117,26 @@ def save_tiny(name: str, root, seed: int = 0):
 def real_positions(x, mask):
     """Rows of x [B, T, ...] at the real (mask = 1) positions, flattened: [n_real, ...]."""
     return x[mask.bool()]
+
+
+def recycled_and_frozen(name: str, k: int, task: str = "seq-cls", num_labels: int = 3):
+    """A RecycledModel above layer k and a frozen FullModel from the same weights and head, in
+    eval mode, with a batch: (recycled, frozen, (hidden_k, ids, mask)); hidden_k is what the
+    cache would hold."""
+    import copy
+
+    from runtime.heads import build_head
+    from runtime.models import FullModel, RecycledModel
+    from runtime.upper import full_from_model, upper_from_model
+
+    base = make_base(name)
+    ids, mask = batch(base.config)
+    upper = upper_from_model(copy.deepcopy(base), k)
+    full = full_from_model(base)
+    torch.manual_seed(3)
+    head = build_head(task, upper, num_labels)
+    recycled = RecycledModel(upper, head).eval()
+    frozen = FullModel(full, copy.deepcopy(head), frozen_below=k).eval()
+    with torch.no_grad():
+        hidden = full.hidden_states_at(ids, mask, k)
+    return recycled, frozen, (hidden, ids, mask)
