@@ -59,6 +59,17 @@ def agree(stop: bool, world: int, device: str = "cpu") -> bool:
     return bool(flag.item())
 
 
+def gather(obj, world: int) -> list:
+    """Every rank's `obj` in rank order, on every rank; `[obj]` without torchrun."""
+    if world <= 1:
+        return [obj]
+    import torch.distributed as dist
+
+    gathered = [None] * world
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def done(world: int) -> None:
     if world > 1:
         import torch.distributed as dist

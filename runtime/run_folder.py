@@ -3,7 +3,8 @@
     config.json      RunConfig: the TrainConfig (pooling resolved, never "auto") plus the label
                      names and the cache fingerprint, saved and loaded as one dataclass
     weights.pt       the trainable parameters (adapters, head, fine-tuned layers) of the best epoch
-    checkpoint.pt    the latest epoch's weights, optimizer, schedule, TrainingState and RNG states
+    checkpoint.pt    the latest epoch's weights, optimizer, schedule, TrainingState and every
+                     rank's RNG states
     steps.jsonl      one line per step: loss, cache wait seconds, compute seconds
     metrics.json     test-split metrics of the best epoch plus train_seconds
 
@@ -22,6 +23,7 @@ import random
 import numpy as np
 import torch
 
+from runtime import distributed
 from runtime.config import TrainConfig
 from runtime.errors import RuntimeConfigError
 
@@ -100,17 +102,21 @@ def trainable_state(model) -> dict:
     return {n: t.detach().cpu().clone() for n, t in model.state_dict().items() if n in names}
 
 
-def save_checkpoint(config, model, optimizer, schedule, state: TrainingState, rank: int) -> None:
+def save_checkpoint(config, model, optimizer, schedule, state: TrainingState, rank: int,
+                    world: int = 1) -> None:
+    # Each rank's generators part ways (their batches differ in shape), so every rank's state
+    # is kept; rank 0 alone writes. Every rank must call this: the gather is collective.
+    rng = distributed.gather(_rng_states(config.device), world)
     if rank != 0:
         return
     path = os.path.join(config.out, "checkpoint.pt")
     torch.save({"weights": trainable_state(model), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "state": dataclasses.asdict(state),
-                "rng": _rng_states(config.device)}, path + ".tmp")
+                "rng": rng}, path + ".tmp")
     os.replace(path + ".tmp", path)  # a crash mid-save keeps the previous checkpoint
 
 
-def load_checkpoint(config, model, optimizer, schedule) -> TrainingState:
+def load_checkpoint(config, model, optimizer, schedule, rank: int = 0) -> TrainingState:
     path = os.path.join(config.out, "checkpoint.pt")
     if not os.path.isfile(path):
         raise RuntimeConfigError(f"--resume given but {path!r} does not exist; "
@@ -123,8 +129,17 @@ def load_checkpoint(config, model, optimizer, schedule) -> TrainingState:
     model.load_state_dict(ckpt["weights"], strict=False)
     optimizer.load_state_dict(ckpt["optimizer"])
     schedule.load_state_dict(ckpt["schedule"])
-    _restore_rng_states(ckpt["rng"], config.device)
+    _restore_rng_states(_rank_rng(ckpt["rng"], rank), config.device)
     return TrainingState(**ckpt["state"])
+
+
+def _rank_rng(saved, rank: int) -> dict:
+    # Checkpoints written before every rank's state was kept hold one dict (rank 0's). A run
+    # resumed on more ranks than it saved is not bit for bit anyway: its batches are sharded
+    # anew; those ranks go on from rank 0's state.
+    if isinstance(saved, dict):
+        return saved
+    return saved[rank] if rank < len(saved) else saved[0]
 
 
 def _rng_states(device: str) -> dict:

@@ -57,7 +57,7 @@ def train(config: TrainConfig) -> dict:
     optimizer, schedule = _optimizer(config, built.model, per_epoch * epochs)
     state = TrainingState()
     if config.resume:
-        state = run_folder.load_checkpoint(config, built.model, optimizer, schedule)
+        state = run_folder.load_checkpoint(config, built.model, optimizer, schedule, rank)
     net = distributed.wrap(built.model, world)
     t0 = time.perf_counter() - state.train_seconds
     for epoch in range(state.epoch, epochs):
@@ -66,7 +66,7 @@ def train(config: TrainConfig) -> dict:
                      rank, loss_options)
         state.train_seconds = time.perf_counter() - t0
         stop = _end_of_epoch(config, built, source, reader, data, state, epoch, rank)
-        run_folder.save_checkpoint(config, built.model, optimizer, schedule, state, rank)
+        run_folder.save_checkpoint(config, built.model, optimizer, schedule, state, rank, world)
         if distributed.agree(stop, world, config.device):
             break
     metrics = _finish(config, built, source, reader, data, state, rank, epochs)

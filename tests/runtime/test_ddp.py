@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -53,3 +54,49 @@ def test_each_rank_on_gpus_takes_its_own_device(monkeypatch):
     assert picked == ["cuda:1"]
     cpu = TrainConfig(cache="c", labels="l", task="seq-cls", out="o", device="cpu")
     assert distributed.on_rank_device(cpu).device == "cpu"  # gloo ranks share the CPU
+
+
+_REPO = str(Path(__file__).resolve().parents[2])
+_DIE_AFTER_FIRST_CHECKPOINT = """
+import sys
+from runtime import run_folder, train
+
+original = run_folder.save_checkpoint
+
+
+def save_then_die(*args):
+    original(*args)
+    raise SystemExit(3)  # every rank dies right after the first epoch's checkpoint
+
+
+run_folder.save_checkpoint = save_then_die
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_two_process_resume_continues_each_rank_as_if_never_stopped(tiny_task, tmp_path):
+    # Dropout draws from each rank's own generator, and the ranks' batches differ in shape, so
+    # their generators part ways: a checkpoint must carry every rank's state, not rank 0's.
+    script = tmp_path / "die_after_first_checkpoint.py"
+    script.write_text(_DIE_AFTER_FIRST_CHECKPOINT)
+
+    def torchrun(entry: list, out, *extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               "2", *entry, "--cache", tiny_task["cache"], "--labels", tiny_task["seq_labels"],
+               "--task", "seq-cls", "--out", str(out), "--epochs", "2", "--patience", "5",
+               "--lr", "1e-2", "--token-budget", "256", "--max-batch-size", "8", *extra]
+        env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+                   PYTHONPATH=_REPO)  # the script's own folder is not the repository
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+    straight = torchrun(["-m", "runtime.train"], tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = torchrun([str(script)], tmp_path / "run")
+    assert killed.returncode != 0
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    resumed = torchrun(["-m", "runtime.train"], tmp_path / "run", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert a["state"]["epoch"] == b["state"]["epoch"] == 2
+    assert all(torch.allclose(a["weights"][k], b["weights"][k], atol=1e-6) for k in a["weights"])

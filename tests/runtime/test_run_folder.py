@@ -1,9 +1,12 @@
-"""runtime.run_folder: config.json is one typed RunConfig, written flat and read back whole."""
+"""runtime.run_folder: config.json is one typed RunConfig, written flat and read back whole;
+checkpoints give each rank its own generator state back."""
 
 import json
 
 import pytest
+import torch
 
+from runtime import run_folder
 from runtime.config import TrainConfig
 from runtime.errors import RuntimeConfigError
 from runtime.run_folder import LEGACY_DEFAULTS, RunConfig, load_run_config
@@ -52,3 +55,40 @@ def test_a_damaged_config_is_refused_in_one_line(tmp_path, content, message):
     (tmp_path / "weights.pt").write_bytes(b"")
     with pytest.raises(RuntimeConfigError, match=message):
         load_run_config(str(tmp_path))
+
+
+def _checkpointed(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    config = TrainConfig(cache="c", labels="l", task="seq-cls", out=str(tmp_path))
+    return config, model, optimizer, schedule
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_each_rank_resumes_from_its_own_generator_state(tmp_path, rank):
+    config, model, optimizer, schedule = _checkpointed(tmp_path)
+    torch.manual_seed(0)
+    state_0 = run_folder._rng_states("cpu")
+    torch.manual_seed(1)
+    state_1 = run_folder._rng_states("cpu")
+    torch.save({"weights": {}, "optimizer": optimizer.state_dict(), "schedule":
+                schedule.state_dict(), "state": {"epoch": 1}, "rng": [state_0, state_1]},
+               tmp_path / "checkpoint.pt")
+    torch.manual_seed(99)
+    run_folder.load_checkpoint(config, model, optimizer, schedule, rank)
+    assert torch.equal(torch.get_rng_state(), [state_0, state_1][rank]["torch"])
+
+
+def test_a_checkpoint_with_one_generator_state_still_resumes_every_rank(tmp_path):
+    # written before every rank's state was kept: rank 0's alone, as a dict
+    config, model, optimizer, schedule = _checkpointed(tmp_path)
+    torch.manual_seed(0)
+    saved = run_folder._rng_states("cpu")
+    torch.save({"weights": {}, "optimizer": optimizer.state_dict(), "schedule":
+                schedule.state_dict(), "state": {"epoch": 1}, "rng": saved},
+               tmp_path / "checkpoint.pt")
+    torch.manual_seed(99)
+    state = run_folder.load_checkpoint(config, model, optimizer, schedule, rank=1)
+    assert state.epoch == 1
+    assert torch.equal(torch.get_rng_state(), saved["torch"])

@@ -90,8 +90,8 @@ def test_resume_continues_from_the_checkpoint_as_if_never_stopped(tiny_task, tmp
                              patience=5, device=device))
     original = run_folder.save_checkpoint
 
-    def save_then_die(config, model, optimizer, schedule, state, rank):
-        original(config, model, optimizer, schedule, state, rank)
+    def save_then_die(*args):
+        original(*args)
         raise _Killed  # the process dies right after the first epoch's checkpoint
 
     monkeypatch.setattr(run_folder, "save_checkpoint", save_then_die)
