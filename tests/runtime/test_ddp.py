@@ -11,14 +11,23 @@ import torch
 from runtime.loader import BatchPlan, plan_batches
 
 
+_REPO = str(Path(__file__).resolve().parents[2])
+
+
+def _torchrun(tiny_task, entry: list, out, *extra) -> subprocess.CompletedProcess:
+    """Two gloo ranks of `entry` (`-m runtime.train` or a script) on the tiny seq-cls task."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           *entry, "--cache", tiny_task["cache"], "--labels", tiny_task["seq_labels"], "--task",
+           "seq-cls", "--out", str(out), "--lr", "1e-2", "--token-budget", "256",
+           "--max-batch-size", "8", *extra]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=_REPO)  # a script's own folder is not the repository
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
 def test_two_process_gloo_ddp(tiny_task, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "runtime.train", "--cache", tiny_task["cache"], "--labels",
-           tiny_task["seq_labels"], "--task", "seq-cls", "--out", str(out), "--epochs", "1",
-           "--lr", "1e-2", "--token-budget", "256", "--max-batch-size", "8"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    done = _torchrun(tiny_task, ["-m", "runtime.train"], out, "--epochs", "1")
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert "accuracy" in metrics
@@ -56,7 +65,6 @@ def test_each_rank_on_gpus_takes_its_own_device(monkeypatch):
     assert distributed.on_rank_device(cpu).device == "cpu"  # gloo ranks share the CPU
 
 
-_REPO = str(Path(__file__).resolve().parents[2])
 _DIE_AFTER_FIRST_CHECKPOINT = """
 import sys
 from runtime import run_folder, train
@@ -80,21 +88,14 @@ def test_two_process_resume_continues_each_rank_as_if_never_stopped(tiny_task, t
     script = tmp_path / "die_after_first_checkpoint.py"
     script.write_text(_DIE_AFTER_FIRST_CHECKPOINT)
 
-    def torchrun(entry: list, out, *extra):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-               "2", *entry, "--cache", tiny_task["cache"], "--labels", tiny_task["seq_labels"],
-               "--task", "seq-cls", "--out", str(out), "--epochs", "2", "--patience", "5",
-               "--lr", "1e-2", "--token-budget", "256", "--max-batch-size", "8", *extra]
-        env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-                   PYTHONPATH=_REPO)  # the script's own folder is not the repository
-        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-
-    straight = torchrun(["-m", "runtime.train"], tmp_path / "straight")
+    two_epochs = ("--epochs", "2", "--patience", "5")
+    straight = _torchrun(tiny_task, ["-m", "runtime.train"], tmp_path / "straight", *two_epochs)
     assert straight.returncode == 0, straight.stderr[-2000:]
-    killed = torchrun([str(script)], tmp_path / "run")
+    killed = _torchrun(tiny_task, [str(script)], tmp_path / "run", *two_epochs)
     assert killed.returncode != 0
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
-    resumed = torchrun(["-m", "runtime.train"], tmp_path / "run", "--resume")
+    resumed = _torchrun(tiny_task, ["-m", "runtime.train"], tmp_path / "run", *two_epochs,
+                        "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)

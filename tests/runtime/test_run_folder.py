@@ -57,24 +57,25 @@ def test_a_damaged_config_is_refused_in_one_line(tmp_path, content, message):
         load_run_config(str(tmp_path))
 
 
-def _checkpointed(tmp_path):
+def _checkpointed(tmp_path, rng):
+    """A checkpoint of a one-layer model at epoch 1 holding `rng`; what resuming it needs."""
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    torch.save({"weights": {}, "optimizer": optimizer.state_dict(), "schedule":
+                schedule.state_dict(), "state": {"epoch": 1}, "rng": rng},
+               tmp_path / "checkpoint.pt")
     config = TrainConfig(cache="c", labels="l", task="seq-cls", out=str(tmp_path))
     return config, model, optimizer, schedule
 
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_each_rank_resumes_from_its_own_generator_state(tmp_path, rank):
-    config, model, optimizer, schedule = _checkpointed(tmp_path)
     torch.manual_seed(0)
     state_0 = run_folder._rng_states("cpu")
     torch.manual_seed(1)
     state_1 = run_folder._rng_states("cpu")
-    torch.save({"weights": {}, "optimizer": optimizer.state_dict(), "schedule":
-                schedule.state_dict(), "state": {"epoch": 1}, "rng": [state_0, state_1]},
-               tmp_path / "checkpoint.pt")
+    config, model, optimizer, schedule = _checkpointed(tmp_path, [state_0, state_1])
     torch.manual_seed(99)
     run_folder.load_checkpoint(config, model, optimizer, schedule, rank)
     assert torch.equal(torch.get_rng_state(), [state_0, state_1][rank]["torch"])
@@ -82,12 +83,9 @@ def test_each_rank_resumes_from_its_own_generator_state(tmp_path, rank):
 
 def test_a_checkpoint_with_one_generator_state_still_resumes_every_rank(tmp_path):
     # written before every rank's state was kept: rank 0's alone, as a dict
-    config, model, optimizer, schedule = _checkpointed(tmp_path)
     torch.manual_seed(0)
     saved = run_folder._rng_states("cpu")
-    torch.save({"weights": {}, "optimizer": optimizer.state_dict(), "schedule":
-                schedule.state_dict(), "state": {"epoch": 1}, "rng": saved},
-               tmp_path / "checkpoint.pt")
+    config, model, optimizer, schedule = _checkpointed(tmp_path, saved)
     torch.manual_seed(99)
     state = run_folder.load_checkpoint(config, model, optimizer, schedule, rank=1)
     assert state.epoch == 1
