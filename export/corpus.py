@@ -15,7 +15,7 @@ import csv
 import dataclasses
 import json
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 

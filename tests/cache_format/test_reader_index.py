@@ -1,6 +1,5 @@
 """The reader's key index: token counts as one array, lookups across shard boundaries, and a
 key repeated across shards named with both shards."""
-import json
 
 import numpy as np
 import pytest

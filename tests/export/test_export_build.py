@@ -86,7 +86,7 @@ def test_rerun_of_a_finished_cache_computes_nothing(tiny_bert, small_corpus, tmp
     build_cache(config)
     messages = []
     build_cache(config, log=messages.append)
-    assert any(m.startswith(f"encoded 0 records (0 tokens)") and
+    assert any(m.startswith("encoded 0 records (0 tokens)") and
                m.endswith(f"{len(TEXTS)} were already committed") for m in messages)
 
 

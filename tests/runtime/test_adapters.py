@@ -21,7 +21,6 @@ from runtime.heads import build_head
 from runtime.models import RecycledModel
 from runtime.upper import full_from_model, upper_from_model
 from tiny_encoders import IDS, batch, make_base
-from tiny_encoders import one_torch_thread  # noqa: F401  (autouse fixture)
 
 K = 2
 KINDS = ["lora", "bottleneck", "finetune", "none"]

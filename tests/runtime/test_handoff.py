@@ -21,7 +21,6 @@ import pytest
 import torch
 
 from conftest import WORDS, build_tiny_cache, tiny_rows, write_jsonl
-from tiny_encoders import one_torch_thread  # noqa: F401  (autouse fixture)
 
 TOL = 1e-4
 FAST = dict(epochs=1, lr=1e-2, token_budget=256, max_batch_size=8)

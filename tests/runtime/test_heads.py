@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from runtime.errors import RuntimeConfigError
 from runtime.heads import build_head, best_span, head_state_from
 from tiny_encoders import IDS, batch, make_config, real_positions
-from tiny_encoders import one_torch_thread  # noqa: F401  (autouse fixture)
 
 TOL = 1e-4
 TASKS = {  # task -> (AutoModelFor* class name, num_labels)

@@ -14,7 +14,6 @@ from runtime.heads import build_head
 from runtime.models import FullModel, RecycledModel
 from runtime.upper import full_from_model, upper_from_model
 from tiny_encoders import IDS, NUM_LAYERS, make_base, recycled_and_frozen
-from tiny_encoders import one_torch_thread  # noqa: F401  (autouse fixture)
 
 K = 2
 TOL = 1e-4

@@ -13,7 +13,6 @@ from runtime.pooling import masked_mean, resolve_pooling
 from runtime.labels import Example, LabelledData
 from runtime.trainer import TrainConfig, class_weights, subset_train, train
 from tiny_encoders import make_config
-from tiny_encoders import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def _sentence_transformers_folder(path, pooling_modes):

@@ -11,7 +11,6 @@ from runtime import load_full, load_upper, num_layers
 from runtime.errors import RuntimeConfigError
 from runtime.upper import UpperStack
 from tiny_encoders import IDS, NUM_LAYERS, batch, real_positions, save_tiny
-from tiny_encoders import one_torch_thread  # noqa: F401  (autouse fixture)
 
 TOL = 1e-4
 # eager on both sides, and whatever transformers picks by default (sdpa where supported).

@@ -7,21 +7,11 @@ with different lengths, as the cache loader produces.
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 NUM_LAYERS = 4
 LENGTHS = (12, 7, 3)
 _COMMON = dict(vocab_size=100, num_attention_heads=4, intermediate_size=64)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny tensors: on a shared 2-core box, intra-op threads cost ~10x more than the math."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _bert_like(cls_name: str, **extra):
