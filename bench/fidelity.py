@@ -10,7 +10,8 @@ the same batches in every mode, so the only difference between two rows of a tab
 configuration: where the model starts (full fine-tuning from token ids, frozen below K, or
 recycled from the int8 cache at K) and what trains (fine-tuning, LoRA, bottleneck adapters).
 Each run is appended to a JSON-lines file (the runs are kept), and the summary prints the mean
-and standard deviation over seeds. `--sweep` repeats the comparison for every K and draws test
+and standard deviation over seeds, and each gap to full paired seed by seed with its standard
+error. `--sweep` repeats the comparison for every K and draws test
 score and training speedup (full train seconds per epoch / recycled) against K in one PNG.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import statistics
 import sys
@@ -258,17 +260,29 @@ def paired_gaps(records: list) -> list:
         found.append({"model": model, "task": task, "subset": subset, "layer": layer,
                       "config": name, "full_config": full_name, "seeds": seeds,
                       "mean": statistics.fmean(ours), "full_mean": statistics.fmean(theirs),
-                      "gaps": gaps, "mean_gap": statistics.fmean(gaps)})
+                      "gaps": gaps, "mean_gap": statistics.fmean(gaps),
+                      "standard_error": _standard_error(gaps)})
     return found
+
+
+def _standard_error(values: list):
+    # Of the mean. Single seeds move WNUT-16 F1 by points, so a gap set against a 1-point target
+    # means little without the spread that three or five seeds leave on it.
+    if len(values) < 2:
+        return None
+    return statistics.stdev(values) / math.sqrt(len(values))
 
 
 def format_paired_gaps(found: list) -> str:
     lines = []
     for f in found:
         per_seed = ", ".join(f"{g:+.2f}" for g in f["gaps"])
+        spread = ("" if f["standard_error"] is None
+                  else f"standard error {f['standard_error']:.2f}; ")
         lines.append(f"{f['model']} {f['task']} K={f['layer']}: {f['config']} - "
                      f"{f['full_config']} on seeds {f['seeds']}: {f['mean_gap']:+.2f} "
-                     f"({f['mean']:.2f} against {f['full_mean']:.2f}; per seed {per_seed})")
+                     f"({spread}{f['mean']:.2f} against {f['full_mean']:.2f}; "
+                     f"per seed {per_seed})")
     return "\n".join(lines)
 
 

@@ -138,6 +138,16 @@ def test_paired_gaps_compare_only_the_seeds_both_sides_ran():
     text = fidelity.format_paired_gaps(found)
     assert "recycled-finetune - full-finetune on seeds [0, 1, 2]: -3.00" in text
     assert "per seed +0.00, +0.00, -9.00" in text
+    # gaps 0, 0, -9: deviations 3, 3, -6, sample variance 54 / 2 = 27, so sqrt(27 / 3) = 3
+    assert ft["standard_error"] == pytest.approx(3.0)
+    assert "-3.00 (standard error 3.00; " in text
+
+
+def test_a_paired_gap_on_one_seed_claims_no_standard_error():
+    found = fidelity.paired_gaps([_record("recycled-lora", 0, 0.40, layer=3),
+                                  _record("full-lora", 0, 0.45)])
+    assert found[0]["standard_error"] is None
+    assert "-5.00 (40.00 against 45.00; per seed -5.00)" in fidelity.format_paired_gaps(found)
 
 
 def test_summary_prints_the_paired_gap(tmp_path, capsys):
