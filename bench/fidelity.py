@@ -11,8 +11,8 @@ configuration: where the model starts (full fine-tuning from token ids, frozen b
 recycled from the int8 cache at K) and what trains (fine-tuning, LoRA, bottleneck adapters).
 Each run is appended to a JSON-lines file (the runs are kept), and the summary prints the mean
 and standard deviation over seeds, and each gap to full paired seed by seed with its standard
-error. `--sweep` repeats the comparison for every K and draws test
-score and training speedup (full train seconds per epoch / recycled) against K in one PNG.
+error. `--sweep` repeats the comparison for every K and draws test score and training speedup
+(full train seconds per epoch / recycled) against K in one PNG.
 """
 from __future__ import annotations
 
