@@ -4,6 +4,7 @@
     python -m bench.fidelity --model all-mpnet-base-v2 --task bbc-news --layer 6 --max-length 128
     python -m bench.fidelity --task wnut16 --sweep --configs recycled-finetune   # K = 1 .. N-1
     python -m bench.fidelity --task bbc-news --max-train-examples 200 --probe    # small data
+    python -m bench.fidelity --summary runs-1e-3.jsonl runs-3e-3.jsonl --pick-by-dev
 
 Every run goes through `runtime.trainer.train` with the same built-in split, the same seeds and
 the same batches in every mode, so the only difference between two rows of a table is the
@@ -11,7 +12,8 @@ configuration: where the model starts (full fine-tuning from token ids, frozen b
 recycled from the int8 cache at K) and what trains (fine-tuning, LoRA, bottleneck adapters).
 Each run is appended to a JSON-lines file (the runs are kept), and the summary prints the mean
 and standard deviation over seeds, and each gap to full paired seed by seed with its standard
-error. `--sweep` repeats the comparison for every K and draws test score and training speedup
+error, at the same learning rate or (`--pick-by-dev`) at the rate each side's dev score picks.
+`--sweep` repeats the comparison for every K and draws test score and training speedup
 (full train seconds per epoch / recycled) against K in one PNG.
 """
 from __future__ import annotations
@@ -165,59 +167,106 @@ def _cpu_label(record: dict) -> str | None:
     return f"{cpu.get('model_name')} (family {cpu.get('family')} model {cpu.get('model')})"
 
 
+def _lr_key(record: dict):
+    """(learning rate, head learning rate) a run trained with, as resolved from its TrainConfig;
+    None for records without them (the probe, hand-made test records)."""
+    if record.get("learning_rate") is None:
+        return None
+    return (record["learning_rate"], record.get("head_learning_rate"))
+
+
+def _lr_label(lr) -> str:
+    return "-" if lr is None else f"{lr[0]:.0e}/{lr[1]:.0e}" if lr[1] else f"{lr[0]:.0e}"
+
+
+# TrainConfig fields that name the run rather than its recipe, or that the lr key stands for
+_RUN_FIELDS = {"seed", "mode", "adapter", "layer", "device", "overwrite", "resume", "corpus",
+               "lr", "head_lr", "prefetch_depth"}
+
+
+# fields only one adapter kind reads: a fine-tuning run's lora_r is not part of its recipe
+_ADAPTER_FIELDS = {"lora_r": "lora", "lora_alpha": "lora", "lora_targets": "lora",
+                   "bottleneck_size": "bottleneck"}
+
+
+def recipe_conflicts(runs: list) -> dict:
+    """{TrainConfig field: its values} for the fields that runs pooled into one row set to
+    different values; None (the recipe's default) matches anything, since old records kept
+    defaults unresolved. Non-empty means the row's mean is not one recipe's."""
+    values = {}
+    for r in runs:
+        config = r.get("train_config") or {}
+        adapter = config.get("adapter")
+        for key, value in config.items():
+            if key in _RUN_FIELDS or value is None or _ADAPTER_FIELDS.get(key, adapter) != adapter:
+                continue
+            values.setdefault(key, set()).add(json.dumps(value, sort_keys=True))
+    return {k: sorted(v) for k, v in values.items() if len(v) > 1}
+
+
 def summarize(records: list) -> list:
-    """Rows (model, task, K, config, n, mean, std, train s/epoch, the CPUs the runs recorded)
-    over seeds, in first-seen order."""
+    """Rows (model, task, K, config, learning rates, n, mean, std, train s/epoch, the CPUs the
+    runs recorded, recipe conflicts) over seeds, in first-seen order. Runs at different
+    learning rates are different rows, so that files kept per rate can be read together."""
     groups = {}
     for r in records:
-        key = (r["model"], r["task"], r["layer"], r["config"], r.get("max_train_examples"))
+        key = (r["model"], r["task"], r["layer"], r["config"], r.get("max_train_examples"),
+               _lr_key(r))
         groups.setdefault(key, []).append(r)
     rows = []
-    for (model, task, k, name, subset), runs in groups.items():
+    for (model, task, k, name, subset, lr), runs in groups.items():
         metric = _metric(runs[0]["metrics"])
         scores = [100 * r["metrics"][metric] for r in runs]
         per_epoch = [r["metrics"]["train_seconds"] / r["metrics"]["epochs_run"]
                      for r in runs if "train_seconds" in r["metrics"]]
         rows.append({"model": model, "task": task, "layer": k, "config": name,
-                     "subset": subset, "metric": metric, "n": len(scores),
+                     "subset": subset, "lr": lr, "metric": metric, "n": len(scores),
                      "mean": statistics.fmean(scores),
                      "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
                      "seconds_per_epoch": statistics.fmean(per_epoch) if per_epoch else None,
-                     "cpus": sorted({c for c in map(_cpu_label, runs) if c})})
+                     "cpus": sorted({c for c in map(_cpu_label, runs) if c}),
+                     "conflicts": recipe_conflicts(runs)})
     return rows
 
 
 def format_table(rows: list) -> str:
-    lines = [f"{'model':<18} {'task':<9} {'K':>2} {'config':<20} {'n':>2} "
+    lines = [f"{'model':<18} {'task':<9} {'K':>2} {'config':<20} {'lr/head':<11} {'n':>2} "
              f"{'metric':<8} {'mean':>6} {'std':>5} {'s/epoch':>8}"]
-    mixed = False
+    mixed, notes = False, []
     for r in rows:
         spe = f"{r['seconds_per_epoch']:.1f}" if r["seconds_per_epoch"] else "-"
         if len(r.get("cpus", ())) > 1:
             spe, mixed = spe + "*", True
         lines.append(f"{r['model']:<18} {r['task']:<9} {r['layer']:>2} {r['config']:<20} "
-                     f"{r['n']:>2} {r['metric']:<8} {r['mean']:>6.2f} {r['std']:>5.2f} {spe:>8}")
+                     f"{_lr_label(r.get('lr')):<11} {r['n']:>2} {r['metric']:<8} "
+                     f"{r['mean']:>6.2f} {r['std']:>5.2f} {spe:>8}")
+        for field, values in r.get("conflicts", {}).items():
+            notes.append(f"note: {r['config']} K={r['layer']} lr {_lr_label(r.get('lr'))} pools "
+                         f"runs with {field} {' and '.join(values)}: its mean is not one recipe's")
     if mixed:
         lines.append("* s/epoch averages runs on more than one CPU: not a speed figure")
-    return "\n".join(lines)
+    return "\n".join(lines + notes)
 
 
 def largest_k_within(paired: list, margin: float = 1.0) -> list:
-    """Per recycled/frozen configuration (same model, task and subset), from `paired_gaps`: the
-    largest K whose mean gap to the full counterpart, over the seeds both sides ran, is at least
-    -`margin` (None if no K is). Judged on shared seeds, so that a K run with other seeds than
-    full (or with more of them) is never compared against another set of runs."""
+    """Per recycled/frozen configuration (same model, task, subset and learning rates, or any
+    rates dev picked), from `paired_gaps`: the largest K whose mean gap to the full counterpart,
+    over the seeds both sides ran, is at least -`margin` (None if no K is). Judged on shared
+    seeds, so that a K run with other seeds than full (or with more of them) is never compared
+    against another set of runs."""
     groups = {}
     for f in paired:
-        groups.setdefault((f["model"], f["task"], f["subset"], f["config"]), []).append(f)
+        rates = "dev" if f["picked"] else (f["lr"], f["full_lr"])
+        groups.setdefault((f["model"], f["task"], f["subset"], f["config"], rates), []).append(f)
     found = []
-    for (model, task, subset, name), at_k in groups.items():
+    for (model, task, subset, name, _), at_k in groups.items():
         by_k = {f["layer"]: f for f in at_k}
         # a tolerance of float rounding: a gap of exactly -margin in percent points counts
         best = max((k for k, f in by_k.items() if f["mean_gap"] >= -margin - 1e-9), default=None)
         chosen = by_k.get(best)
         found.append({"model": model, "task": task, "config": name,
-                      "full_config": at_k[0]["full_config"], "layers": sorted(by_k),
+                      "full_config": at_k[0]["full_config"], "picked": at_k[0]["picked"],
+                      "lr": at_k[0]["lr"], "full_lr": at_k[0]["full_lr"], "layers": sorted(by_k),
                       "largest_k": best, "gap": chosen and chosen["mean_gap"],
                       "mean": chosen and chosen["mean"],
                       "full_mean": chosen and chosen["full_mean"],
@@ -228,37 +277,79 @@ def largest_k_within(paired: list, margin: float = 1.0) -> list:
 def format_largest_k(found: list, margin: float = 1.0) -> str:
     lines = []
     for f in found:
-        head = (f"{f['model']} {f['task']}: {f['config']} against {f['full_config']}, "
-                f"K run {f['layers']}: ")
+        if f["picked"]:
+            pair = f"{f['config']} against {f['full_config']}, each at the lr dev picks"
+        else:
+            pair = f"{f['config']}{_at(f['lr'])} against {f['full_config']}{_at(f['full_lr'])}"
+        head = f"{f['model']} {f['task']}: {pair}, K run {f['layers']}: "
         lines.append(head + (f"largest K within {margin:g} is {f['largest_k']} ({f['gap']:+.2f}: "
                              f"{f['mean']:.2f} against {f['full_mean']:.2f} on seeds {f['seeds']})"
                              if f["largest_k"] is not None else f"no K within {margin:g}"))
     return "\n".join(lines)
 
 
-def paired_gaps(records: list) -> list:
-    """Per recycled/frozen configuration and K with a full counterpart (same model, task and
-    subset): score - full score seed by seed, over the seeds both sides ran, so that a side with
-    more seeds never moves the comparison. A seed run more than once is averaged; full runs
-    are pooled over K (the cache only sets their splits)."""
+def _seed_scores(records: list) -> dict:
+    """{(model, task, subset, config, K or None for full, lr key): {seed: [(score, best dev)]}}.
+    Full runs are pooled over K: the cache only sets their splits."""
     scores = {}
     for r in records:
         metric = _metric(r["metrics"])
         layer = None if r["config"].startswith("full") else r["layer"]
-        key = (r["model"], r["task"], r.get("max_train_examples"), r["config"], layer)
-        scores.setdefault(key, {}).setdefault(r["seed"], []).append(100 * r["metrics"][metric])
+        key = (r["model"], r["task"], r.get("max_train_examples"), r["config"], layer, _lr_key(r))
+        scores.setdefault(key, {}).setdefault(r["seed"], []).append(
+            (100 * r["metrics"][metric], r["metrics"].get("dev_best")))
+    return scores
+
+
+def pick_by_dev(scores: dict) -> dict:
+    """{key without lr: (the lr key whose mean best dev score is highest, {lr key: mean dev})}
+    per configuration and K run at more than one learning rate, as a user tuning the rate on
+    the dev split would choose. Each rate's mean is over the seeds every rate ran (its own
+    seeds where they share none), so that more seeds at one rate never decide the pick; runs
+    without a dev score do not take part."""
+    rates = {}
+    for key, by_seed in scores.items():
+        devs = {s: [d for _, d in runs if d is not None] for s, runs in by_seed.items()}
+        devs = {s: statistics.fmean(d) for s, d in devs.items() if d}
+        if devs:
+            rates.setdefault(key[:-1], {})[key[-1]] = devs
+    picked = {}
+    for key, by_lr in rates.items():
+        shared = set.intersection(*(set(d) for d in by_lr.values()))
+        means = {lr: 100 * statistics.fmean([d[s] for s in (shared or d)])
+                 for lr, d in by_lr.items()}
+        picked[key] = (max(means, key=lambda lr: (means[lr], lr is not None)), means)
+    return picked
+
+
+def paired_gaps(records: list, by_dev: bool = False) -> list:
+    """Per recycled/frozen configuration and K with a full counterpart (same model, task and
+    subset): score - full score seed by seed, over the seeds both sides ran, so that a side with
+    more seeds never moves the comparison. A seed run more than once is averaged; full runs
+    are pooled over K (the cache only sets their splits). Each side is paired at the same
+    learning rates, or with `by_dev` each at the rates its own dev score picks."""
+    scores = _seed_scores(records)
+    picked = pick_by_dev(scores) if by_dev else {}
     found = []
-    for (model, task, subset, name, layer), by_seed in scores.items():
+    for (model, task, subset, name, layer, lr), by_seed in scores.items():
         full_name = _full_counterpart(name)
-        full = scores.get((model, task, subset, full_name, None))
+        full_lr, dev_means = lr, {}
+        if by_dev:
+            if picked.get((model, task, subset, name, layer), (lr,))[0] != lr:
+                continue
+            full_lr, full_devs = picked.get((model, task, subset, full_name, None), (lr, {}))
+            dev_means = {"ours": picked.get((model, task, subset, name, layer), (lr, {}))[1],
+                         "full": full_devs}
+        full = scores.get((model, task, subset, full_name, None, full_lr))
         seeds = sorted(set(by_seed) & set(full or ()))
         if layer is None or not seeds:
             continue
-        ours = [statistics.fmean(by_seed[s]) for s in seeds]
-        theirs = [statistics.fmean(full[s]) for s in seeds]
+        ours = [statistics.fmean(s for s, _ in by_seed[seed]) for seed in seeds]
+        theirs = [statistics.fmean(s for s, _ in full[seed]) for seed in seeds]
         gaps = [a - b for a, b in zip(ours, theirs)]
         found.append({"model": model, "task": task, "subset": subset, "layer": layer,
                       "config": name, "full_config": full_name, "seeds": seeds,
+                      "lr": lr, "full_lr": full_lr, "picked": by_dev, "dev_means": dev_means,
                       "mean": statistics.fmean(ours), "full_mean": statistics.fmean(theirs),
                       "gaps": gaps, "mean_gap": statistics.fmean(gaps),
                       "standard_error": _standard_error(gaps)})
@@ -273,16 +364,29 @@ def _standard_error(values: list):
     return statistics.stdev(values) / math.sqrt(len(values))
 
 
+def _at(lr) -> str:
+    return "" if lr is None else f" (lr {_lr_label(lr)})"
+
+
+def _dev_line(side: str, means: dict) -> str:
+    ranked = sorted(means.items(), key=lambda item: -item[1])
+    return f"{side} {', '.join(f'{_lr_label(lr)} {dev:.2f}' for lr, dev in ranked)}"
+
+
 def format_paired_gaps(found: list) -> str:
     lines = []
     for f in found:
         per_seed = ", ".join(f"{g:+.2f}" for g in f["gaps"])
         spread = ("" if f["standard_error"] is None
                   else f"standard error {f['standard_error']:.2f}; ")
-        lines.append(f"{f['model']} {f['task']} K={f['layer']}: {f['config']} - "
-                     f"{f['full_config']} on seeds {f['seeds']}: {f['mean_gap']:+.2f} "
-                     f"({spread}{f['mean']:.2f} against {f['full_mean']:.2f}; "
-                     f"per seed {per_seed})")
+        lines.append(f"{f['model']} {f['task']} K={f['layer']}: {f['config']}{_at(f['lr'])} - "
+                     f"{f['full_config']}{_at(f['full_lr'])} on seeds {f['seeds']}: "
+                     f"{f['mean_gap']:+.2f} ({spread}{f['mean']:.2f} against "
+                     f"{f['full_mean']:.2f}; per seed {per_seed})")
+        if f["picked"] and f["dev_means"]:
+            lines.append(f"  mean best dev by lr: "
+                         f"{_dev_line(f['config'], f['dev_means']['ours'])}; "
+                         f"{_dev_line(f['full_config'], f['dev_means']['full'])}")
     return "\n".join(lines)
 
 
@@ -358,6 +462,37 @@ def _parse_overrides(items) -> dict:
     return out
 
 
+def read_runs(paths: list) -> list:
+    """The run records of JSON-lines files, in order; a line that is not a run record is one
+    clear error naming its file and line, never a table over part of the runs."""
+    from runtime.errors import RuntimeConfigError
+
+    records = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    _check_run(record)
+                except (ValueError, KeyError, TypeError) as e:
+                    raise RuntimeConfigError(f"{path} line {number}: not a bench.fidelity run "
+                                             f"record ({type(e).__name__}: {e})") from None
+                records.append(record)
+    return records
+
+
+def _check_run(record: dict) -> None:
+    missing = [k for k in ("model", "task", "layer", "config", "seed", "metrics")
+               if k not in record]
+    if missing:
+        raise KeyError(missing[0])
+    metrics = record["metrics"]
+    if not isinstance(metrics, dict) or _metric(metrics) not in metrics:
+        raise ValueError("metrics carry neither accuracy nor f1")
+
+
 def _append(path: str, record: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
@@ -408,8 +543,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--speedups", metavar="REPORT.json", help="with --plot: the training speedup "
                    "per K from this bench.report --json (timed side by side) instead of the "
                    "runs' own seconds per epoch")
-    p.add_argument("--summary", action="store_true",
-                   help="only print the table of the runs already in --out")
+    p.add_argument("--summary", nargs="*", metavar="RUNS.jsonl",
+                   help="only print the table of the runs already in these files (none named: "
+                        "--out); runs at different learning rates stay apart")
+    p.add_argument("--pick-by-dev", action="store_true",
+                   help="pair each configuration with its full counterpart each at the "
+                        "learning rate its mean best dev score picks, not at the same rate")
     return p
 
 
@@ -433,16 +572,15 @@ def _run(args) -> int:
                             max_train_examples=args.max_train_examples, epochs=args.epochs,
                             overrides=tuple(args.overrides), device=args.device,
                             cache_root=args.cache_root, out=args.out)
-    if not args.summary:
+    if args.summary is None:
         if args.probe:
             linear_probe(config)
         if configs:
             sweep(config) if args.sweep else compare(config)
-    with open(config.out, encoding="utf-8") as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    records = read_runs(args.summary or [config.out])
     rows = summarize(records)
     print(format_table(rows))
-    paired = paired_gaps(records)
+    paired = paired_gaps(records, by_dev=args.pick_by_dev)
     within = format_largest_k(largest_k_within(paired))
     if within:
         print(within)

@@ -184,3 +184,111 @@ def test_summary_marks_seconds_averaged_over_more_than_one_cpu():
     assert len(mixed[0]["cpus"]) == 2
     assert "5.0*" in fidelity.format_table(mixed)
     assert "more than one CPU" in fidelity.format_table(mixed)
+
+
+def _at_lr(config, seed, score, lr, dev=None, layer=3, **train_config):
+    record = _record(config, seed, score, layer=layer)
+    record.update(learning_rate=lr, head_learning_rate=10 * lr,
+                  train_config={"adapter": config.split("-", 1)[1], "seed": seed, **train_config})
+    if dev is not None:
+        record["metrics"]["dev_best"] = dev
+    return record
+
+
+def test_runs_at_different_learning_rates_are_different_rows():
+    rows = fidelity.summarize([_at_lr("recycled-lora", 0, 0.40, 1e-3),
+                               _at_lr("recycled-lora", 1, 0.50, 1e-3),
+                               _at_lr("recycled-lora", 0, 0.30, 3e-3)])
+    assert [(r["lr"], r["n"]) for r in rows] == [((1e-3, 1e-2), 2), ((3e-3, 3e-2), 1)]
+    assert rows[0]["mean"] == pytest.approx(45.0) and rows[1]["mean"] == pytest.approx(30.0)
+    table = fidelity.format_table(rows)
+    assert "1e-03/1e-02" in table and "3e-03/3e-02" in table
+
+
+def test_a_row_pooling_two_recipes_says_so():
+    runs = [_at_lr("full-lora", 0, 0.40, 1e-3, epochs=4, lora_r=8),
+            _at_lr("full-lora", 1, 0.50, 1e-3, epochs=10, lora_r=8),
+            _at_lr("full-lora", 2, 0.50, 1e-3, epochs=None, lora_r=8)]  # None: the default
+    assert fidelity.recipe_conflicts(runs) == {"epochs": ["10", "4"]}
+    assert "pools runs with epochs 10 and 4" in fidelity.format_table(fidelity.summarize(runs))
+    # lora_r is not part of a fine-tuning run's recipe; seeds always differ
+    tuned = [_at_lr("full-finetune", s, 0.4, 1e-4, lora_r=r) for s, r in ((0, 8), (1, 16))]
+    assert fidelity.recipe_conflicts(tuned) == {}
+    assert "pools" not in fidelity.format_table(fidelity.summarize(tuned))
+
+
+def _two_rate_runs():
+    # recycled: dev prefers 3e-3; full: dev prefers 1e-3 on the seeds both rates ran (0, 1),
+    # though 3e-3's extra seed 2 has the best dev of all (it must not decide the pick)
+    return ([_at_lr("recycled-lora", s, v, 1e-3, dev=d) for s, v, d in
+             ((0, 0.36, 0.40), (1, 0.38, 0.40))] +
+            [_at_lr("recycled-lora", s, v, 3e-3, dev=d) for s, v, d in
+             ((0, 0.42, 0.44), (1, 0.44, 0.44))] +
+            [_at_lr("full-lora", s, v, 1e-3, dev=d) for s, v, d in
+             ((0, 0.43, 0.50), (1, 0.45, 0.50))] +
+            [_at_lr("full-lora", s, v, 3e-3, dev=d) for s, v, d in
+             ((0, 0.39, 0.45), (1, 0.41, 0.45), (2, 0.60, 0.90))])
+
+
+def test_paired_gaps_pair_the_same_learning_rate_by_default():
+    found = {f["lr"]: f for f in fidelity.paired_gaps(_two_rate_runs())}
+    assert set(found) == {(1e-3, 1e-2), (3e-3, 3e-2)}
+    assert found[(1e-3, 1e-2)]["mean_gap"] == pytest.approx(-7.0)  # 37 against 44
+    assert found[(3e-3, 3e-2)]["mean_gap"] == pytest.approx(+3.0)  # 43 against 40, seeds 0-1
+    assert all(f["full_lr"] == f["lr"] and not f["picked"] for f in found.values())
+
+
+def test_pick_by_dev_pairs_each_side_at_the_rate_its_dev_score_picks():
+    found = fidelity.paired_gaps(_two_rate_runs(), by_dev=True)
+    assert len(found) == 1
+    f = found[0]
+    assert f["lr"] == (3e-3, 3e-2) and f["full_lr"] == (1e-3, 1e-2)
+    assert f["seeds"] == [0, 1] and f["mean_gap"] == pytest.approx(-1.0)  # 43 against 44
+    # full's 3e-3 dev mean is over seeds 0 and 1 only: 45, not (45 + 45 + 90) / 3
+    assert f["dev_means"]["full"] == {(1e-3, 1e-2): pytest.approx(50.0),
+                                      (3e-3, 3e-2): pytest.approx(45.0)}
+    text = fidelity.format_paired_gaps(found)
+    assert "recycled-lora (lr 3e-03/3e-02) - full-lora (lr 1e-03/1e-02) on seeds [0, 1]" in text
+    assert "full-lora 1e-03/1e-02 50.00, 3e-03/3e-02 45.00" in text
+    within = fidelity.largest_k_within(found)
+    assert within[0]["largest_k"] == 3 and within[0]["gap"] == pytest.approx(-1.0)
+    assert "each at the lr dev picks, K run [3]: largest K within 1 is 3" in (
+        fidelity.format_largest_k(within))
+    # at one rate each, two lines that say which rates they pair
+    same = fidelity.format_largest_k(fidelity.largest_k_within(
+        fidelity.paired_gaps(_two_rate_runs())))
+    assert ("recycled-lora (lr 1e-03/1e-02) against full-lora (lr 1e-03/1e-02), K run [3]: "
+            "no K within 1") in same
+    assert "recycled-lora (lr 3e-03/3e-02) against full-lora (lr 3e-03/3e-02)" in same
+
+
+def test_summary_reads_several_files_and_picks_by_dev(tmp_path, capsys):
+    runs = _two_rate_runs()
+    low, high = tmp_path / "low.jsonl", tmp_path / "high.jsonl"
+    low.write_text("".join(json.dumps(r) + "\n" for r in runs if r["learning_rate"] == 1e-3),
+                   encoding="utf-8")
+    high.write_text("".join(json.dumps(r) + "\n" for r in runs if r["learning_rate"] == 3e-3),
+                    encoding="utf-8")
+    assert fidelity.main(["--summary", str(low), str(high), "--pick-by-dev"]) == 0
+    out = capsys.readouterr().out
+    assert ("recycled-lora (lr 3e-03/3e-02) - full-lora (lr 1e-03/1e-02) on seeds [0, 1]: "
+            "-1.00") in out
+    assert fidelity.main(["--summary", str(low), str(high)]) == 0
+    out = capsys.readouterr().out
+    assert ("recycled-lora (lr 1e-03/1e-02) - full-lora (lr 1e-03/1e-02) on seeds [0, 1]: "
+            "-7.00") in out
+
+
+def test_a_line_that_is_not_a_run_is_one_line_naming_file_and_line(tmp_path, capsys):
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text(json.dumps(_record("full-lora", 0, 0.5)) + "\n\n" +
+                    json.dumps({"config": "full-lora"}) + "\n", encoding="utf-8")
+    assert fidelity.main(["--summary", str(runs)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: {runs} line 3: not a bench.fidelity run record")
+    assert captured.err.count("\n") == 1 and captured.out == ""
+    runs.write_text('{"model": "m", "task"\n', encoding="utf-8")
+    assert fidelity.main(["--summary", str(runs)]) == 2
+    assert f"{runs} line 1: not a bench.fidelity run record" in capsys.readouterr().err
+    assert fidelity.main(["--summary", str(tmp_path / "absent.jsonl")]) == 2
+    assert "absent.jsonl" in capsys.readouterr().err
