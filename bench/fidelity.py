@@ -305,8 +305,9 @@ def pick_by_dev(scores: dict) -> dict:
     """{key without lr: (the lr key whose mean best dev score is highest, {lr key: mean dev})}
     per configuration and K run at more than one learning rate, as a user tuning the rate on
     the dev split would choose. Each rate's mean is over the seeds every rate ran (its own
-    seeds where they share none), so that more seeds at one rate never decide the pick; runs
-    without a dev score do not take part."""
+    seeds where they share none), so that more seeds at one rate never decide the pick; a tie
+    (common on BBC's near-perfect dev accuracy) goes to the rate read first. Runs without a dev
+    score do not take part."""
     rates = {}
     for key, by_seed in scores.items():
         devs = {s: [d for _, d in runs if d is not None] for s, runs in by_seed.items()}
