@@ -411,6 +411,16 @@ def report_speedups(path: str) -> dict:
 def plot_sweep(rows: list, path: str, speedups: dict | None = None) -> None:
     """Test score against K, with the training speedup on a second axis: `speedups` ({K: x},
     see report_speedups) where given, else each configuration's full / recycled s per epoch."""
+    from runtime.errors import RuntimeConfigError
+
+    rates = {}
+    for r in rows:
+        rates.setdefault(r["config"], set()).add(r.get("lr"))
+    mixed = sorted(name for name, lrs in rates.items() if len(lrs) > 1)
+    if mixed:
+        # one line per configuration: points at two rates would read as one curve
+        raise RuntimeConfigError(f"--plot: {mixed[0]} was run at more than one learning rate; "
+                                 "plot one rate's runs at a time")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -292,3 +292,15 @@ def test_a_line_that_is_not_a_run_is_one_line_naming_file_and_line(tmp_path, cap
     assert f"{runs} line 1: not a bench.fidelity run record" in capsys.readouterr().err
     assert fidelity.main(["--summary", str(tmp_path / "absent.jsonl")]) == 2
     assert "absent.jsonl" in capsys.readouterr().err
+
+
+def test_a_sweep_plot_of_two_learning_rates_is_refused(tmp_path, capsys):
+    runs = tmp_path / "runs.jsonl"
+    records = [_at_lr("recycled-lora", 0, 0.40, 1e-3, layer=2),
+               _at_lr("recycled-lora", 0, 0.42, 3e-3, layer=3), _at_lr("full-lora", 0, 0.45, 1e-3)]
+    runs.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    plot = tmp_path / "sweep.png"
+    assert fidelity.main(["--summary", str(runs), "--plot", str(plot)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --plot: recycled-lora was run at more than one learning rate")
+    assert not plot.exists()
