@@ -176,7 +176,9 @@ def _lr_key(record: dict):
 
 
 def _lr_label(lr) -> str:
-    return "-" if lr is None else f"{lr[0]:.0e}/{lr[1]:.0e}" if lr[1] else f"{lr[0]:.0e}"
+    if lr is None:
+        return "-"
+    return f"{lr[0]:.0e}/{lr[1]:.0e}" if lr[1] else f"{lr[0]:.0e}"
 
 
 # TrainConfig fields that name the run rather than its recipe, or that the lr key stands for
@@ -319,7 +321,7 @@ def pick_by_dev(scores: dict) -> dict:
         shared = set.intersection(*(set(d) for d in by_lr.values()))
         means = {lr: 100 * statistics.fmean([d[s] for s in (shared or d)])
                  for lr, d in by_lr.items()}
-        picked[key] = (max(means, key=lambda lr: (means[lr], lr is not None)), means)
+        picked[key] = (max(means, key=means.get), means)  # max keeps the first of a tie
     return picked
 
 
@@ -336,11 +338,11 @@ def paired_gaps(records: list, by_dev: bool = False) -> list:
         full_name = _full_counterpart(name)
         full_lr, dev_means = lr, {}
         if by_dev:
-            if picked.get((model, task, subset, name, layer), (lr,))[0] != lr:
+            our_lr, our_devs = picked.get((model, task, subset, name, layer), (lr, {}))
+            if our_lr != lr:
                 continue
             full_lr, full_devs = picked.get((model, task, subset, full_name, None), (lr, {}))
-            dev_means = {"ours": picked.get((model, task, subset, name, layer), (lr, {}))[1],
-                         "full": full_devs}
+            dev_means = {"ours": our_devs, "full": full_devs}
         full = scores.get((model, task, subset, full_name, None, full_lr))
         seeds = sorted(set(by_seed) & set(full or ()))
         if layer is None or not seeds:
