@@ -181,6 +181,17 @@ def _lr_label(lr) -> str:
     return f"{lr[0]:.0e}/{lr[1]:.0e}" if lr[1] else f"{lr[0]:.0e}"
 
 
+def _variant_label(variant: tuple) -> str:
+    """"bottleneck_size=128, epochs=10" for the recipe fields that set a run apart."""
+    return ", ".join(f"{field}={'default' if value == 'null' else value.strip(chr(34))}"
+                     for field, value in variant)
+
+
+def _recipe_label(recipe: tuple) -> str:
+    lr, variant = recipe
+    return _lr_label(lr) + (f" {_variant_label(variant)}" if variant else "")
+
+
 # TrainConfig fields that name the run rather than its recipe, or that the lr key stands for
 _RUN_FIELDS = {"seed", "mode", "adapter", "layer", "device", "overwrite", "resume", "corpus",
                "lr", "head_lr", "prefetch_depth"}
@@ -192,9 +203,9 @@ _ADAPTER_FIELDS = {"lora_r": "lora", "lora_alpha": "lora", "lora_targets": "lora
 
 
 def recipe_conflicts(runs: list) -> dict:
-    """{TrainConfig field: its values} for the fields that runs pooled into one row set to
-    different values; None (the recipe's default) matches anything, since old records kept
-    defaults unresolved. Non-empty means the row's mean is not one recipe's."""
+    """{TrainConfig field: its values} for the fields that these runs set to different values;
+    None (the recipe's default) matches anything here, since old records kept defaults
+    unresolved, and the name of a run (seed, mode, layer, learning rates) is not its recipe."""
     values = {}
     for r in runs:
         config = r.get("train_config") or {}
@@ -206,48 +217,76 @@ def recipe_conflicts(runs: list) -> dict:
     return {k: sorted(v) for k, v in values.items() if len(v) > 1}
 
 
+def _recipe_group(record: dict) -> tuple:
+    """Runs whose recipes are compared: one model, task and subset, one adapter kind (full,
+    frozen and recycled together, so that a pair sees the fields either side varies)."""
+    return (record["model"], record["task"], record.get("max_train_examples"),
+            record["config"].split("-", 1)[-1])
+
+
+def varying_fields(records: list) -> dict:
+    """{recipe group: the TrainConfig fields its runs set to more than one value}. Rows and
+    pairs are kept apart by these as by the learning rate, so that no mean pools two recipes
+    (4 and 10 epochs, bottleneck widths 64 and 128) and no pair compares two unawares."""
+    groups = {}
+    for r in records:
+        groups.setdefault(_recipe_group(r), []).append(r)
+    return {key: tuple(sorted(recipe_conflicts(runs))) for key, runs in groups.items()}
+
+
+def _recipe_key(record: dict, varying: dict) -> tuple:
+    """(lr key, ((field, JSON value), ...)) of the fields that vary in the run's group; a run
+    that left one at its default (None) is its own recipe, shown as field=default."""
+    config = record.get("train_config") or {}
+    fields = varying.get(_recipe_group(record), ())
+    return (_lr_key(record),
+            tuple((f, json.dumps(config.get(f), sort_keys=True)) for f in fields))
+
+
 def summarize(records: list) -> list:
     """Rows (model, task, K, config, learning rates, n, mean, std, train s/epoch, the CPUs the
-    runs recorded, recipe conflicts) over seeds, in first-seen order. Runs at different
-    learning rates are different rows, so that files kept per rate can be read together."""
+    runs recorded) over seeds, in first-seen order. Runs at different learning rates, or
+    with another value of a field that varies among their group's runs (`varying_fields`), are
+    different rows, so that files kept per rate or recipe can be read together."""
+    varying = varying_fields(records)
     groups = {}
     for r in records:
         key = (r["model"], r["task"], r["layer"], r["config"], r.get("max_train_examples"),
-               _lr_key(r))
+               _recipe_key(r, varying))
         groups.setdefault(key, []).append(r)
     rows = []
-    for (model, task, k, name, subset, lr), runs in groups.items():
+    for (model, task, k, name, subset, (lr, variant)), runs in groups.items():
         metric = _metric(runs[0]["metrics"])
         scores = [100 * r["metrics"][metric] for r in runs]
         per_epoch = [r["metrics"]["train_seconds"] / r["metrics"]["epochs_run"]
                      for r in runs if "train_seconds" in r["metrics"]]
         rows.append({"model": model, "task": task, "layer": k, "config": name,
-                     "subset": subset, "lr": lr, "metric": metric, "n": len(scores),
+                     "subset": subset, "lr": lr, "variant": variant, "metric": metric,
+                     "n": len(scores),
                      "mean": statistics.fmean(scores),
                      "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
                      "seconds_per_epoch": statistics.fmean(per_epoch) if per_epoch else None,
-                     "cpus": sorted({c for c in map(_cpu_label, runs) if c}),
-                     "conflicts": recipe_conflicts(runs)})
+                     "cpus": sorted({c for c in map(_cpu_label, runs) if c})})
     return rows
 
 
 def format_table(rows: list) -> str:
-    lines = [f"{'model':<18} {'task':<9} {'K':>2} {'config':<20} {'lr/head':<11} {'n':>2} "
-             f"{'metric':<8} {'mean':>6} {'std':>5} {'s/epoch':>8}"]
-    mixed, notes = False, []
+    recipes = any(r.get("variant") for r in rows)
+    header = (f"{'model':<18} {'task':<9} {'K':>2} {'config':<20} {'lr/head':<11} {'n':>2} "
+              f"{'metric':<8} {'mean':>6} {'std':>5} {'s/epoch':>8}")
+    lines = [header + ("  recipe" if recipes else "")]
+    mixed = False
     for r in rows:
         spe = f"{r['seconds_per_epoch']:.1f}" if r["seconds_per_epoch"] else "-"
         if len(r.get("cpus", ())) > 1:
             spe, mixed = spe + "*", True
+        variant = f"  {_variant_label(r['variant'])}" if r.get("variant") else ""
         lines.append(f"{r['model']:<18} {r['task']:<9} {r['layer']:>2} {r['config']:<20} "
                      f"{_lr_label(r.get('lr')):<11} {r['n']:>2} {r['metric']:<8} "
-                     f"{r['mean']:>6.2f} {r['std']:>5.2f} {spe:>8}")
-        for field, values in r.get("conflicts", {}).items():
-            notes.append(f"note: {r['config']} K={r['layer']} lr {_lr_label(r.get('lr'))} pools "
-                         f"runs with {field} {' and '.join(values)}: its mean is not one recipe's")
+                     f"{r['mean']:>6.2f} {r['std']:>5.2f} {spe:>8}{variant}")
     if mixed:
         lines.append("* s/epoch averages runs on more than one CPU: not a speed figure")
-    return "\n".join(lines + notes)
+    return "\n".join(lines)
 
 
 def largest_k_within(paired: list, margin: float = 1.0) -> list:
@@ -258,7 +297,7 @@ def largest_k_within(paired: list, margin: float = 1.0) -> list:
     against another set of runs."""
     groups = {}
     for f in paired:
-        rates = "dev" if f["picked"] else (f["lr"], f["full_lr"])
+        rates = "dev" if f["picked"] else (f["recipe"], f["full_recipe"])
         groups.setdefault((f["model"], f["task"], f["subset"], f["config"], rates), []).append(f)
     found = []
     for (model, task, subset, name, _), at_k in groups.items():
@@ -268,7 +307,8 @@ def largest_k_within(paired: list, margin: float = 1.0) -> list:
         chosen = by_k.get(best)
         found.append({"model": model, "task": task, "config": name,
                       "full_config": at_k[0]["full_config"], "picked": at_k[0]["picked"],
-                      "lr": at_k[0]["lr"], "full_lr": at_k[0]["full_lr"], "layers": sorted(by_k),
+                      "recipe": at_k[0]["recipe"], "full_recipe": at_k[0]["full_recipe"],
+                      "layers": sorted(by_k),
                       "largest_k": best, "gap": chosen and chosen["mean_gap"],
                       "mean": chosen and chosen["mean"],
                       "full_mean": chosen and chosen["full_mean"],
@@ -280,9 +320,10 @@ def format_largest_k(found: list, margin: float = 1.0) -> str:
     lines = []
     for f in found:
         if f["picked"]:
-            pair = f"{f['config']} against {f['full_config']}, each at the lr dev picks"
+            pair = f"{f['config']} against {f['full_config']}, each at the recipe dev picks"
         else:
-            pair = f"{f['config']}{_at(f['lr'])} against {f['full_config']}{_at(f['full_lr'])}"
+            pair = (f"{f['config']}{_at(f['recipe'])} against "
+                    f"{f['full_config']}{_at(f['full_recipe'])}")
         head = f"{f['model']} {f['task']}: {pair}, K run {f['layers']}: "
         lines.append(head + (f"largest K within {margin:g} is {f['largest_k']} ({f['gap']:+.2f}: "
                              f"{f['mean']:.2f} against {f['full_mean']:.2f} on seeds {f['seeds']})"
@@ -291,25 +332,27 @@ def format_largest_k(found: list, margin: float = 1.0) -> str:
 
 
 def _seed_scores(records: list) -> dict:
-    """{(model, task, subset, config, K or None for full, lr key): {seed: [(score, best dev)]}}.
-    Full runs are pooled over K: the cache only sets their splits."""
+    """{(model, task, subset, config, K or None for full, recipe key): {seed: [(score, best
+    dev)]}}. Full runs are pooled over K: the cache only sets their splits."""
+    varying = varying_fields(records)
     scores = {}
     for r in records:
         metric = _metric(r["metrics"])
         layer = None if r["config"].startswith("full") else r["layer"]
-        key = (r["model"], r["task"], r.get("max_train_examples"), r["config"], layer, _lr_key(r))
+        key = (r["model"], r["task"], r.get("max_train_examples"), r["config"], layer,
+               _recipe_key(r, varying))
         scores.setdefault(key, {}).setdefault(r["seed"], []).append(
             (100 * r["metrics"][metric], r["metrics"].get("dev_best")))
     return scores
 
 
 def pick_by_dev(scores: dict) -> dict:
-    """{key without lr: (the lr key whose mean best dev score is highest, {lr key: mean dev})}
-    per configuration and K run at more than one learning rate, as a user tuning the rate on
-    the dev split would choose. Each rate's mean is over the seeds every rate ran (its own
-    seeds where they share none), so that more seeds at one rate never decide the pick; a tie
-    (common on BBC's near-perfect dev accuracy) goes to the rate read first. Runs without a dev
-    score do not take part."""
+    """{key without recipe: (the recipe key whose mean best dev score is highest, {recipe key:
+    mean dev})} per configuration and K run at more than one learning rate or recipe, as a
+    user tuning them on the dev split would choose. Each recipe's mean is over the seeds every
+    recipe ran (its own seeds where they share none), so that more seeds at one never decide
+    the pick; a tie (common on BBC's near-perfect dev accuracy) goes to the recipe read first.
+    Runs without a dev score do not take part."""
     rates = {}
     for key, by_seed in scores.items():
         devs = {s: [d for _, d in runs if d is not None] for s, runs in by_seed.items()}
@@ -330,20 +373,22 @@ def paired_gaps(records: list, by_dev: bool = False) -> list:
     subset): score - full score seed by seed, over the seeds both sides ran, so that a side with
     more seeds never moves the comparison. A seed run more than once is averaged; full runs
     are pooled over K (the cache only sets their splits). Each side is paired at the same
-    learning rates, or with `by_dev` each at the rates its own dev score picks."""
+    learning rates and recipe (`varying_fields`), or with `by_dev` each at the ones its own
+    dev score picks."""
     scores = _seed_scores(records)
     picked = pick_by_dev(scores) if by_dev else {}
     found = []
-    for (model, task, subset, name, layer, lr), by_seed in scores.items():
+    for (model, task, subset, name, layer, recipe), by_seed in scores.items():
         full_name = _full_counterpart(name)
-        full_lr, dev_means = lr, {}
+        full_recipe, dev_means = recipe, {}
         if by_dev:
-            our_lr, our_devs = picked.get((model, task, subset, name, layer), (lr, {}))
-            if our_lr != lr:
+            ours, our_devs = picked.get((model, task, subset, name, layer), (recipe, {}))
+            if ours != recipe:
                 continue
-            full_lr, full_devs = picked.get((model, task, subset, full_name, None), (lr, {}))
+            full_recipe, full_devs = picked.get((model, task, subset, full_name, None),
+                                                (recipe, {}))
             dev_means = {"ours": our_devs, "full": full_devs}
-        full = scores.get((model, task, subset, full_name, None, full_lr))
+        full = scores.get((model, task, subset, full_name, None, full_recipe))
         seeds = sorted(set(by_seed) & set(full or ()))
         if layer is None or not seeds:
             continue
@@ -352,7 +397,8 @@ def paired_gaps(records: list, by_dev: bool = False) -> list:
         gaps = [a - b for a, b in zip(ours, theirs)]
         found.append({"model": model, "task": task, "subset": subset, "layer": layer,
                       "config": name, "full_config": full_name, "seeds": seeds,
-                      "lr": lr, "full_lr": full_lr, "picked": by_dev, "dev_means": dev_means,
+                      "recipe": recipe, "full_recipe": full_recipe, "lr": recipe[0],
+                      "full_lr": full_recipe[0], "picked": by_dev, "dev_means": dev_means,
                       "mean": statistics.fmean(ours), "full_mean": statistics.fmean(theirs),
                       "gaps": gaps, "mean_gap": statistics.fmean(gaps),
                       "standard_error": _standard_error(gaps)})
@@ -367,13 +413,17 @@ def _standard_error(values: list):
     return statistics.stdev(values) / math.sqrt(len(values))
 
 
-def _at(lr) -> str:
-    return "" if lr is None else f" (lr {_lr_label(lr)})"
+def _at(recipe) -> str:
+    """" (lr 3e-03/3e-02; bottleneck_size=128)", or "" for runs that recorded neither."""
+    lr, variant = recipe
+    parts = [f"lr {_lr_label(lr)}"] if lr else []
+    parts += [_variant_label(variant)] if variant else []
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _dev_line(side: str, means: dict) -> str:
     ranked = sorted(means.items(), key=lambda item: -item[1])
-    return f"{side} {', '.join(f'{_lr_label(lr)} {dev:.2f}' for lr, dev in ranked)}"
+    return f"{side} {'; '.join(f'{_recipe_label(r)} {dev:.2f}' for r, dev in ranked)}"
 
 
 def format_paired_gaps(found: list) -> str:
@@ -382,12 +432,12 @@ def format_paired_gaps(found: list) -> str:
         per_seed = ", ".join(f"{g:+.2f}" for g in f["gaps"])
         spread = ("" if f["standard_error"] is None
                   else f"standard error {f['standard_error']:.2f}; ")
-        lines.append(f"{f['model']} {f['task']} K={f['layer']}: {f['config']}{_at(f['lr'])} - "
-                     f"{f['full_config']}{_at(f['full_lr'])} on seeds {f['seeds']}: "
+        lines.append(f"{f['model']} {f['task']} K={f['layer']}: {f['config']}{_at(f['recipe'])} "
+                     f"- {f['full_config']}{_at(f['full_recipe'])} on seeds {f['seeds']}: "
                      f"{f['mean_gap']:+.2f} ({spread}{f['mean']:.2f} against "
                      f"{f['full_mean']:.2f}; per seed {per_seed})")
         if f["picked"] and f["dev_means"]:
-            lines.append(f"  mean best dev by lr: "
+            lines.append(f"  mean best dev by recipe: "
                          f"{_dev_line(f['config'], f['dev_means']['ours'])}; "
                          f"{_dev_line(f['full_config'], f['dev_means']['full'])}")
     return "\n".join(lines)
@@ -415,14 +465,14 @@ def plot_sweep(rows: list, path: str, speedups: dict | None = None) -> None:
     see report_speedups) where given, else each configuration's full / recycled s per epoch."""
     from runtime.errors import RuntimeConfigError
 
-    rates = {}
+    recipes = {}
     for r in rows:
-        rates.setdefault(r["config"], set()).add(r.get("lr"))
-    mixed = sorted(name for name, lrs in rates.items() if len(lrs) > 1)
+        recipes.setdefault(r["config"], set()).add((r.get("lr"), r.get("variant")))
+    mixed = sorted(name for name, seen in recipes.items() if len(seen) > 1)
     if mixed:
-        # one line per configuration: points at two rates would read as one curve
-        raise RuntimeConfigError(f"--plot: {mixed[0]} was run at more than one learning rate; "
-                                 "plot one rate's runs at a time")
+        # one line per configuration: points of two recipes would read as one curve
+        raise RuntimeConfigError(f"--plot: {mixed[0]} was run at more than one learning rate "
+                                 "or recipe; plot one recipe's runs at a time")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -558,10 +608,11 @@ def parser() -> argparse.ArgumentParser:
                    "runs' own seconds per epoch")
     p.add_argument("--summary", nargs="*", metavar="RUNS.jsonl",
                    help="only print the table of the runs already in these files (none named: "
-                        "--out); runs at different learning rates stay apart")
+                        "--out); runs at different learning rates or recipes stay apart")
     p.add_argument("--pick-by-dev", action="store_true",
                    help="pair each configuration with its full counterpart each at the "
-                        "learning rate its mean best dev score picks, not at the same rate")
+                        "learning rate and recipe its mean best dev score picks, not at the "
+                        "same ones")
     return p
 
 

@@ -205,16 +205,49 @@ def test_runs_at_different_learning_rates_are_different_rows():
     assert "1e-03/1e-02" in table and "3e-03/3e-02" in table
 
 
-def test_a_row_pooling_two_recipes_says_so():
+def test_runs_of_two_recipes_are_different_rows():
     runs = [_at_lr("full-lora", 0, 0.40, 1e-3, epochs=4, lora_r=8),
             _at_lr("full-lora", 1, 0.50, 1e-3, epochs=10, lora_r=8),
-            _at_lr("full-lora", 2, 0.50, 1e-3, epochs=None, lora_r=8)]  # None: the default
+            _at_lr("full-lora", 2, 0.60, 1e-3, epochs=None, lora_r=8)]  # None: the default
     assert fidelity.recipe_conflicts(runs) == {"epochs": ["10", "4"]}
-    assert "pools runs with epochs 10 and 4" in fidelity.format_table(fidelity.summarize(runs))
+    rows = fidelity.summarize(runs)
+    assert [(r["variant"], r["n"], round(r["mean"], 6)) for r in rows] == [
+        ((("epochs", "4"),), 1, 40.0), ((("epochs", "10"),), 1, 50.0),
+        ((("epochs", "null"),), 1, 60.0)]
+    table = fidelity.format_table(rows)
+    assert "epochs=4" in table and "epochs=10" in table and "epochs=default" in table
     # lora_r is not part of a fine-tuning run's recipe; seeds always differ
     tuned = [_at_lr("full-finetune", s, 0.4, 1e-4, lora_r=r) for s, r in ((0, 8), (1, 16))]
     assert fidelity.recipe_conflicts(tuned) == {}
-    assert "pools" not in fidelity.format_table(fidelity.summarize(tuned))
+    assert [(r["variant"], r["n"]) for r in fidelity.summarize(tuned)] == [((), 2)]
+    assert "recipe" not in fidelity.format_table(fidelity.summarize(tuned))
+
+
+def _two_width_runs():
+    # recycled-bottleneck at widths 64 and 128, full-bottleneck at 64 only; dev prefers 128
+    return ([_at_lr("recycled-bottleneck", s, v, 3e-3, dev=d, bottleneck_size=64)
+             for s, v, d in ((0, 0.35, 0.39), (1, 0.37, 0.39))] +
+            [_at_lr("recycled-bottleneck", s, v, 3e-3, dev=d, bottleneck_size=128)
+             for s, v, d in ((0, 0.30, 0.41), (1, 0.32, 0.41))] +
+            [_at_lr("full-bottleneck", s, v, 3e-3, dev=d, bottleneck_size=64)
+             for s, v, d in ((0, 0.40, 0.45), (1, 0.42, 0.45))])
+
+
+def test_paired_gaps_pair_the_same_recipe_and_never_pool_two():
+    found = fidelity.paired_gaps(_two_width_runs())
+    # one pair, width 64 with width 64; the 128 runs have no full counterpart of their width
+    assert len(found) == 1
+    assert found[0]["recipe"] == ((3e-3, 3e-2), (("bottleneck_size", "64"),))
+    assert found[0]["full_recipe"] == found[0]["recipe"]
+    assert found[0]["mean_gap"] == pytest.approx(-5.0)  # 36 against 41, not 33.5 pooled
+    text = fidelity.format_paired_gaps(found)
+    assert ("recycled-bottleneck (lr 3e-03/3e-02; bottleneck_size=64) - full-bottleneck "
+            "(lr 3e-03/3e-02; bottleneck_size=64) on seeds [0, 1]: -5.00") in text
+    picked = fidelity.paired_gaps(_two_width_runs(), by_dev=True)
+    assert len(picked) == 1 and picked[0]["mean_gap"] == pytest.approx(-10.0)  # 31 against 41
+    assert picked[0]["recipe"][1] == (("bottleneck_size", "128"),)
+    assert ("recycled-bottleneck 3e-03/3e-02 bottleneck_size=128 41.00; 3e-03/3e-02 "
+            "bottleneck_size=64 39.00") in fidelity.format_paired_gaps(picked)
 
 
 def _two_rate_runs():
@@ -245,14 +278,14 @@ def test_pick_by_dev_pairs_each_side_at_the_rate_its_dev_score_picks():
     assert f["lr"] == (3e-3, 3e-2) and f["full_lr"] == (1e-3, 1e-2)
     assert f["seeds"] == [0, 1] and f["mean_gap"] == pytest.approx(-1.0)  # 43 against 44
     # full's 3e-3 dev mean is over seeds 0 and 1 only: 45, not (45 + 45 + 90) / 3
-    assert f["dev_means"]["full"] == {(1e-3, 1e-2): pytest.approx(50.0),
-                                      (3e-3, 3e-2): pytest.approx(45.0)}
+    assert f["dev_means"]["full"] == {((1e-3, 1e-2), ()): pytest.approx(50.0),
+                                      ((3e-3, 3e-2), ()): pytest.approx(45.0)}
     text = fidelity.format_paired_gaps(found)
     assert "recycled-lora (lr 3e-03/3e-02) - full-lora (lr 1e-03/1e-02) on seeds [0, 1]" in text
-    assert "full-lora 1e-03/1e-02 50.00, 3e-03/3e-02 45.00" in text
+    assert "full-lora 1e-03/1e-02 50.00; 3e-03/3e-02 45.00" in text
     within = fidelity.largest_k_within(found)
     assert within[0]["largest_k"] == 3 and within[0]["gap"] == pytest.approx(-1.0)
-    assert "each at the lr dev picks, K run [3]: largest K within 1 is 3" in (
+    assert "each at the recipe dev picks, K run [3]: largest K within 1 is 3" in (
         fidelity.format_largest_k(within))
     # at one rate each, two lines that say which rates they pair
     same = fidelity.format_largest_k(fidelity.largest_k_within(
@@ -302,5 +335,6 @@ def test_a_sweep_plot_of_two_learning_rates_is_refused(tmp_path, capsys):
     plot = tmp_path / "sweep.png"
     assert fidelity.main(["--summary", str(runs), "--plot", str(plot)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --plot: recycled-lora was run at more than one learning rate")
+    assert err.startswith("error: --plot: recycled-lora was run at more than one learning rate "
+                          "or recipe")
     assert not plot.exists()
