@@ -183,8 +183,8 @@ def _lr_label(lr) -> str:
 
 def _variant_label(variant: tuple) -> str:
     """"bottleneck_size=128, epochs=10" for the recipe fields that set a run apart."""
-    return ", ".join(f"{field}={'default' if value == 'null' else value.strip(chr(34))}"
-                     for field, value in variant)
+    shown = ((field, json.loads(value)) for field, value in variant)
+    return ", ".join(f"{field}={'default' if value is None else value}" for field, value in shown)
 
 
 def _recipe_label(recipe: tuple) -> str:
