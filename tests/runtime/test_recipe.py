@@ -192,7 +192,43 @@ def test_min_epochs_keeps_training_past_patience(tiny_task, tmp_path, capsys):
     stopped = train(_run(tiny_task, tmp_path, out=str(tmp_path / "b"), epochs=3, patience=1,
                          lr=1e-9))
     assert stopped["epochs_run"] == 2
-    assert "stopping early, no dev gain for 1 epochs" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "stopping early, no dev gain for 1 epochs" in out
+    assert "--min-epochs" not in out  # 3 epochs: epoch 2 ends with the rate below half its peak
+    early = train(_run(tiny_task, tmp_path, out=str(tmp_path / "c"), epochs=6, patience=1,
+                       lr=1e-9))
+    assert early["epochs_run"] == 2
+    assert ("epoch 2: the learning rate is still above half its peak, where dev scores can dip "
+            "and recover; --min-epochs 4 trains on until it has decayed") in (
+        capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("epochs, per_epoch, warmup_ratio, decayed",
+                         [(10, 60, 0.1, 6), (20, 7, 0.1, 11), (3, 100, 0.1, 2), (4, 50, 0.0, 2),
+                          (1, 5, 0.1, 1)])
+def test_half_decayed_epoch_is_where_the_schedule_falls_to_half_its_peak(
+        epochs, per_epoch, warmup_ratio, decayed):
+    import torch
+
+    from runtime.trainer import _optimizer, half_decayed_epoch
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+
+    config = TrainConfig(cache="", labels="", task="seq-cls", out="", lr=0.5,
+                         warmup_ratio=warmup_ratio)
+    optimizer, schedule = _optimizer(config, Model(), per_epoch * epochs)
+    factors = []  # the rate the step after each epoch's last runs at, over the peak
+    for _ in range(epochs):
+        for _ in range(per_epoch):
+            optimizer.step()
+            schedule.step()
+        factors.append(schedule.get_last_lr()[0] / 0.5)
+    assert half_decayed_epoch(epochs, warmup_ratio) == decayed
+    assert factors[decayed - 1] <= 0.5
+    assert decayed == 1 or factors[decayed - 2] > 0.5
 
 
 def test_two_processes_writing_a_builtin_task_at_once_both_succeed(tmp_path):
