@@ -64,7 +64,7 @@ def run_one(config: FidelityConfig, name: str, seed: int, cache: str, labels: st
                   out=os.path.join(work, f"{name}-s{seed}"), device=config.device,
                   overwrite=True, max_train_examples=config.max_train_examples,
                   model=config.model)
-    if config.epochs:
+    if config.epochs is not None:
         fields["epochs"] = config.epochs
     fields.update(_parse_overrides(config.overrides))
     train_config = TrainConfig(**fields)
@@ -86,7 +86,7 @@ def compare(config: FidelityConfig, layer: int | None = None, log=print) -> list
     """Every configuration x seed at one K; appends each run to `config.out`; returns them."""
     from runtime.datasets import get_task, prepare_builtin
 
-    k = layer or config.layer or _num_layers(config) // 2
+    k = layer if layer is not None else _layer(config)
     prepared = prepare_builtin(config.task, layer=k, model=config.model, root=config.cache_root,
                                max_length=config.max_length)
     records = []
@@ -112,7 +112,7 @@ def linear_probe(config: FidelityConfig, log=print) -> list:
     from runtime.trainer import TrainConfig, subset_train
     from runtime.upper import load_upper
 
-    k = config.layer or _num_layers(config) // 2
+    k = _layer(config)
     prepared = prepare_builtin(config.task, layer=k, model=config.model, root=config.cache_root,
                                max_length=config.max_length)
     reader = open_cache(prepared.cache)
@@ -510,19 +510,81 @@ def plot_sweep(rows: list, path: str, speedups: dict | None = None) -> None:
     fig.savefig(path, dpi=110)
 
 
+# TrainConfig fields a `--set` may not touch: bench.fidelity sets them per run, and a record
+# must say what ran (a `--set mode=full` under `recycled-lora` would train full and be filed as
+# recycled). Each names the flag that sets it, or None where nothing should.
+_OWNED_FIELDS = {"cache": None, "labels": None, "out": None, "overwrite": None, "task": "--task",
+                 "model": "--model", "layer": "--layer", "mode": "--configs",
+                 "adapter": "--configs", "seed": "--seeds", "epochs": "--epochs",
+                 "max_train_examples": "--max-train-examples", "device": "--device"}
+
+
 def _parse_overrides(items) -> dict:
+    """`--set key=value` items as TrainConfig fields, each value of the field's declared type."""
+    from runtime.config import TrainConfig
     from runtime.errors import RuntimeConfigError
 
+    types = {f.name: f.type if isinstance(f.type, str) else f.type.__name__
+             for f in dataclasses.fields(TrainConfig)}
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise RuntimeConfigError(f"--set {item!r}: expected key=value")
+        if key in _OWNED_FIELDS:
+            flag = _OWNED_FIELDS[key]
+            raise RuntimeConfigError(f"--set {item!r}: bench.fidelity sets {key} for each run"
+                                     + (f"; pass {flag}" if flag else ""))
+        if key not in types:
+            known = ", ".join(sorted(k for k in types if k not in _OWNED_FIELDS))
+            raise RuntimeConfigError(f"--set {item!r}: {key!r} is not a TrainConfig field; "
+                                     f"one of {known}")
         try:
-            out[key] = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            out[key] = value  # a bare string such as lora_targets=all
+            parsed = value  # a bare string such as lora_targets=all
+        out[key] = _of_declared_type(item, parsed, types[key])
     return out
+
+
+def _of_declared_type(item: str, value, declared: str):
+    """`value` as the field's type (an int is a float where a float is declared), or a one-line
+    error: TrainConfig checks ranges, not types, since the CLI's argparse types come first."""
+    from runtime.errors import RuntimeConfigError
+
+    kinds = {kind.strip() for kind in declared.split("|")}
+    if value is None and "None" in kinds:
+        return None
+    if isinstance(value, bool):
+        if "bool" in kinds:
+            return value
+    elif isinstance(value, int) and ("int" in kinds or "float" in kinds):
+        return value if "int" in kinds else float(value)
+    elif isinstance(value, float) and "float" in kinds:
+        return value
+    elif isinstance(value, str) and "str" in kinds:
+        return value
+    raise RuntimeConfigError(f"--set {item!r}: {item.partition('=')[0]} takes {declared}")
+
+
+def check_config(config: FidelityConfig) -> None:
+    """Refuse bad input before any cache is built: K against the model's depth, and every
+    configuration's TrainConfig made once per seed with placeholder paths, so its range
+    checks run up front."""
+    from runtime.config import TrainConfig
+    from runtime.datasets import get_task
+    from runtime.upper import check_layer
+
+    if config.layer is not None:
+        check_layer(config.layer, _num_layers(config))
+    overrides = _parse_overrides(config.overrides)
+    task = get_task(config.task).task
+    for name in config.configs:
+        mode, adapter = name.split("-", 1)
+        for seed in config.seeds:
+            TrainConfig(cache="", labels="", task=task, out="", mode=mode, adapter=adapter,
+                        seed=seed, device=config.device, epochs=config.epochs,
+                        max_train_examples=config.max_train_examples, **overrides)
 
 
 def read_runs(paths: list) -> list:
@@ -573,6 +635,11 @@ def _model_label(config: FidelityConfig) -> str:
     from export.models import model_name
 
     return model_name(_model_path(config))
+
+
+def _layer(config: FidelityConfig) -> int:
+    """K: the one asked for, else the middle layer (the paper's N / 2)."""
+    return config.layer if config.layer is not None else _num_layers(config) // 2
 
 
 def _num_layers(config: FidelityConfig) -> int:
@@ -637,6 +704,7 @@ def _run(args) -> int:
                             overrides=tuple(args.overrides), device=args.device,
                             cache_root=args.cache_root, out=args.out)
     if args.summary is None:
+        check_config(config)
         if args.probe:
             linear_probe(config)
         if configs:

@@ -172,7 +172,7 @@ def prepare_builtin(name: str, *, layer: int = 3, dtype: str | None = None,
     from export.build import BuildConfig, build_cache
 
     task = get_task(name)
-    max_length = max_length or task.max_length
+    max_length = task.max_length if max_length is None else max_length
     dtype = dtype or BuildConfig.dtype  # export's default (int8)
     files = write_task(name, os.path.join(root, "tasks", name))
     cache = builtin_cache_dir(name, layer=layer, dtype=dtype, model=model, root=root,

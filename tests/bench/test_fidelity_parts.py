@@ -338,3 +338,50 @@ def test_a_sweep_plot_of_two_learning_rates_is_refused(tmp_path, capsys):
     assert err.startswith("error: --plot: recycled-lora was run at more than one learning rate "
                           "or recipe")
     assert not plot.exists()
+
+
+def test_overrides_take_each_field_of_its_declared_type():
+    parsed = fidelity._parse_overrides(["weight_decay=0", "head_lr=null", "allow_unlabelled=true"])
+    assert parsed == {"weight_decay": 0.0, "head_lr": None, "allow_unlabelled": True}
+    assert isinstance(parsed["weight_decay"], float)  # an int where a float is declared
+    from runtime.errors import RuntimeConfigError
+
+    for item, message in [("lr=abc", "lr takes float | None"), ("min_epochs=2.5", "takes int"),
+                          ("allow_unlabelled=1", "takes bool"), ("lora_r=true", "takes int"),
+                          ("colour=red", "'colour' is not a TrainConfig field; one of ")]:
+        with pytest.raises(RuntimeConfigError, match=message):
+            fidelity._parse_overrides([item])
+
+
+@pytest.mark.parametrize("item, flag", [("mode=full", "--configs"), ("adapter=lora", "--configs"),
+                                        ("seed=3", "--seeds"), ("epochs=2", "--epochs"),
+                                        ("cache=x", None)])
+def test_a_field_the_bench_sets_per_run_is_refused(item, flag):
+    # `--set mode=full` under recycled-lora would train full and file it as recycled
+    from runtime.errors import RuntimeConfigError
+
+    with pytest.raises(RuntimeConfigError, match="bench.fidelity sets") as caught:
+        fidelity._parse_overrides([item])
+    assert (flag in str(caught.value)) if flag else "pass" not in str(caught.value)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "min_epochs=0"], "error: min_epochs must be >= 1"),
+    (["--set", "lr=abc"], "error: --set 'lr=abc': lr takes float | None"),
+    (["--set", "mode=full"], "error: --set 'mode=full': bench.fidelity sets mode"),
+    (["--epochs", "0"], "error: epochs must be >= 1, got 0"),
+    (["--seeds", "-1"], "error: seed must be in 0..4294967295"),
+    (["--max-train-examples", "0"], "error: max_train_examples must be >= 1"),
+    (["--layer", "0"], "error: layer K=0 is out of range for this 6-layer model"),
+    (["--layer", "6"], "error: layer K=6 is out of range for this 6-layer model"),
+])
+def test_bad_input_is_refused_before_any_cache_is_built(argv, message, tmp_path, capsys,
+                                                        monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    root = tmp_path / "caches"
+    base = ["--configs", "recycled-lora", "--seeds", "0", "--cache-root", str(root), "--out",
+            str(tmp_path / "runs.jsonl")]
+    assert fidelity.main(base + argv) == 2  # argv last: its flags win over base's
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert not root.exists() and not (tmp_path / "runs.jsonl").exists()

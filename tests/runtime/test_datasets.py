@@ -127,3 +127,12 @@ def test_a_waiter_builds_when_the_first_builder_dies_without_a_cache(tmp_path, m
     thread.join(30)
     assert not thread.is_alive() and calls == [cache]
     assert os.path.isfile(os.path.join(result["prepared"].cache, "manifest.json"))
+
+
+def test_a_max_length_of_zero_reaches_export_to_be_refused(tmp_path):
+    # `max_length or default` once turned 0 into the task's 128: a run the user did not ask for
+    from export.errors import ExportError
+    from runtime.datasets import prepare_builtin
+
+    with pytest.raises(ExportError, match="--max-length must be an integer >= 2, got 0"):
+        prepare_builtin("wnut16", layer=2, root=str(tmp_path), max_length=0)
