@@ -148,7 +148,7 @@ def _run(args) -> int:
                                      "pass both, or neither for a built-in task")
         builtin = prepare_builtin(args.builtin, dtype=args.dtype, model=args.model)
         cache, labels, task = builtin.cache, builtin.labels, builtin.task
-        epochs = args.epochs or builtin.epochs
+        epochs = builtin.epochs if args.epochs is None else args.epochs  # 0 is refused, not 3
         # the built-in job is re-runnable: it owns its default run folder
         overwrite = overwrite or args.out is None
     elif labels is None or task is None:

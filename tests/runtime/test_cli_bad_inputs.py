@@ -308,3 +308,15 @@ def test_train_into_a_damaged_run_folder(tiny_task, seq_run, tmp_path, capsys, n
     argv = ["--cache", tiny_task["cache"], "--labels", tiny_task["seq_labels"], "--task",
             "seq-cls", "--out", str(run), *FAST, "--overwrite", *extra]
     _assert_one_line(*_code_and_err(capsys, train.main, argv), fragment)
+
+
+def test_epochs_0_on_a_builtin_task_is_refused_not_replaced_by_its_default(monkeypatch, tmp_path,
+                                                                           capsys):
+    import runtime.datasets
+    from runtime.train import main
+
+    monkeypatch.setattr(runtime.datasets, "prepare_builtin", lambda *a, **k: (
+        runtime.datasets.PreparedTask(str(tmp_path / "cache"), str(tmp_path / "labels.jsonl"),
+                                      "token-cls", 10)))
+    assert main(["--builtin", "wnut16", "--epochs", "0", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == "error: epochs must be >= 1, got 0\n"
