@@ -8,7 +8,9 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from cache_format.cli_errors import OneLineParser
+
+    p = OneLineParser(
         prog="python -m bench.report",
         description="Full against recycled on the same batches, in one run, on the default "
                     "model and BBC News: time per example (training and inference), the cache "
@@ -35,34 +37,60 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from cache_format.cli_errors import run_cli
+
     args = _parser().parse_args(argv)
+    # every package's error family derives from ValueError
+    return run_cli(lambda: _run(args), user_errors=(ValueError,))
+
+
+class ReportArgumentError(ValueError):
+    """A bad option, refused before anything is built or timed."""
+
+
+def _check(args) -> None:
+    """Refuse what would fail later: minutes of timing lost to a bad --json path, say."""
+    for name in ("docs", "accuracy_docs"):
+        value = getattr(args, name)
+        if value is not None and value < 20:
+            raise ReportArgumentError(f"--{name.replace('_', '-')} must be at least 20, got "
+                                      f"{value}")
+    for name in ("accuracy_epochs", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ReportArgumentError(f"--{name.replace('_', '-')} must be at least 1, got "
+                                      f"{value}")
+    if args.work_dir is not None and os.path.exists(args.work_dir) and not os.path.isdir(
+            args.work_dir):
+        raise ReportArgumentError(f"--work-dir {args.work_dir}: is a file; pass a folder")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is None:
+            continue
+        parent = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise ReportArgumentError(f"{flag} {path}: is a folder; pass a file name")
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise ReportArgumentError(f"{flag} {path}: {parent} is not a folder this user can "
+                                      "write to")
+
+
+def _run(args) -> int:
+    _check(args)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from bench.endtoend import ReportConfig, run
     from bench.table import format_table
 
-    for name in ("docs", "accuracy_docs"):
-        value = getattr(args, name)
-        if value is not None and value < 20:
-            print(f"error: --{name.replace('_', '-')} must be at least 20, got {value}",
-                  file=sys.stderr)
-            return 2
-    if args.accuracy_epochs is not None and args.accuracy_epochs < 1:
-        print(f"error: --accuracy-epochs must be at least 1, got {args.accuracy_epochs}",
-              file=sys.stderr)
-        return 2
     config = ReportConfig(quick=args.quick, docs=args.docs, model=args.model,
                           adapter=args.adapter, work_dir=args.work_dir, threads=args.threads,
                           accuracy=not args.no_accuracy, accuracy_docs=args.accuracy_docs,
                           accuracy_epochs=args.accuracy_epochs)
-    try:
-        report = run(config, log=lambda m: print(m, file=sys.stderr, flush=True))
-    except ValueError as exc:  # every package's error family derives from ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    report = run(config, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_table(report))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
+        tmp = f"{args.json}.tmp"  # a failed write must not leave half a report under the name
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1, sort_keys=True)
+        os.replace(tmp, args.json)
     if args.plot:
         from bench.plot import draw
 

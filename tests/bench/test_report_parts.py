@@ -142,3 +142,37 @@ def test_summarise_adds_roofline_and_many_models():
     per_layer = LayerShape(384, 1536, 6).layer_flops_per_token(100)
     assert report["roofline"]["train_recycled"] == pytest.approx(1000 * 2 * 3 * per_layer / 100e9)
     json.dumps(report)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threads", "-2"], "error: --threads must be at least 1, got -2"),
+    (["--threads", "0"], "error: --threads must be at least 1, got 0"),
+    (["--docs", "1"], "error: --docs must be at least 20, got 1"),
+    (["--accuracy-epochs", "0"], "error: --accuracy-epochs must be at least 1, got 0"),
+    (["--work-dir", "{file}"], "error: --work-dir {file}: is a file; pass a folder"),
+    (["--json", "{tmp}/no/such/r.json"], "error: --json {tmp}/no/such/r.json: {tmp}/no/such is "
+                                         "not a folder this user can write to"),
+    (["--plot", "{tmp}"], "error: --plot {tmp}: is a folder; pass a file name"),
+])
+def test_report_refuses_bad_options_before_timing_anything(argv, message, tmp_path, capsys,
+                                                           monkeypatch):
+    import bench.endtoend
+    from bench import report
+
+    monkeypatch.setattr(bench.endtoend, "run", lambda *a, **k: pytest.fail("work started"))
+    (tmp_path / "f").write_text("x")
+    fill = {"tmp": str(tmp_path), "file": str(tmp_path / "f")}
+    assert report.main([a.format(**fill) for a in argv]) == 2
+    assert capsys.readouterr().err == message.format(**fill) + "\n"
+
+
+def test_report_json_is_written_whole_under_its_name(tmp_path, monkeypatch):
+    import bench.endtoend
+    import bench.table
+    from bench import report
+
+    monkeypatch.setattr(bench.endtoend, "run", lambda *a, **k: {"speedup": 2.0})
+    monkeypatch.setattr(bench.table, "format_table", lambda r: "table")
+    assert report.main(["--no-accuracy", "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text()) == {"speedup": 2.0}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no .tmp left behind
