@@ -568,13 +568,18 @@ def _of_declared_type(item: str, value, declared: str):
 
 
 def check_config(config: FidelityConfig) -> None:
-    """Refuse bad input before any cache is built: K against the model's depth, and every
-    configuration's TrainConfig made once per seed with placeholder paths, so its range
-    checks run up front."""
+    """Refuse bad input before any cache is built: where runs are appended, K against the
+    model's depth, and every configuration's TrainConfig made once per seed with placeholder
+    paths, so its range checks run up front."""
+    from bench.outputs import output_file_problem
     from runtime.config import TrainConfig
     from runtime.datasets import get_task
+    from runtime.errors import RuntimeConfigError
     from runtime.upper import check_layer
 
+    problem = output_file_problem("--out", config.out)
+    if problem:
+        raise RuntimeConfigError(problem)
     if config.layer is not None:
         check_layer(config.layer, _num_layers(config))
     overrides = _parse_overrides(config.overrides)
@@ -692,6 +697,7 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
+    from bench.outputs import output_file_problem
     from runtime.errors import RuntimeConfigError
 
     configs = tuple(c for c in args.configs.split(",") if c)
@@ -703,6 +709,9 @@ def _run(args) -> int:
                             max_train_examples=args.max_train_examples, epochs=args.epochs,
                             overrides=tuple(args.overrides), device=args.device,
                             cache_root=args.cache_root, out=args.out)
+    problem = args.plot and output_file_problem("--plot", args.plot)
+    if problem:
+        raise RuntimeConfigError(problem)
     if args.summary is None:
         check_config(config)
         if args.probe:

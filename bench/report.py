@@ -50,6 +50,8 @@ class ReportArgumentError(ValueError):
 
 def _check(args) -> None:
     """Refuse what would fail later: minutes of timing lost to a bad --json path, say."""
+    from bench.outputs import output_file_problem
+
     for name in ("docs", "accuracy_docs"):
         value = getattr(args, name)
         if value is not None and value < 20:
@@ -64,14 +66,9 @@ def _check(args) -> None:
             args.work_dir):
         raise ReportArgumentError(f"--work-dir {args.work_dir}: is a file; pass a folder")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
-        if path is None:
-            continue
-        parent = os.path.dirname(os.path.abspath(path))
-        if os.path.isdir(path):
-            raise ReportArgumentError(f"{flag} {path}: is a folder; pass a file name")
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-            raise ReportArgumentError(f"{flag} {path}: {parent} is not a folder this user can "
-                                      "write to")
+        problem = path and output_file_problem(flag, path)
+        if problem:
+            raise ReportArgumentError(problem)
 
 
 def _run(args) -> int:

@@ -385,3 +385,20 @@ def test_bad_input_is_refused_before_any_cache_is_built(argv, message, tmp_path,
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
     assert not root.exists() and not (tmp_path / "runs.jsonl").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "{tmp}"], "error: --out {tmp}: is a folder; pass a file name"),
+    (["--out", "{tmp}/no/runs.jsonl"], "error: --out {tmp}/no/runs.jsonl: {tmp}/no is not a "
+                                       "folder this user can write to"),
+    (["--sweep", "--plot", "{tmp}/no/k.png"], "error: --plot {tmp}/no/k.png: {tmp}/no is not a "
+                                              "folder this user can write to"),
+])
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_first_run(
+        argv, message, tmp_path, capsys, monkeypatch):
+    # runs are appended after each one trains: a bad --out found then loses hours of runs
+    monkeypatch.setattr(fidelity, "compare", lambda *a, **k: pytest.fail("runs started"))
+    monkeypatch.setattr(fidelity, "sweep", lambda *a, **k: pytest.fail("runs started"))
+    base = ["--configs", "recycled-lora", "--seeds", "0", "--cache-root", str(tmp_path / "c")]
+    assert fidelity.main(base + [a.format(tmp=tmp_path) for a in argv]) == 2
+    assert capsys.readouterr().err == message.format(tmp=tmp_path) + "\n"
