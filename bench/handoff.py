@@ -51,25 +51,25 @@ print(json.dumps(out))
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.handoff", description=__doc__.split("\n")[0])
+    from cache_format.cli_errors import OneLineParser
+
+    p = OneLineParser(prog="python -m bench.handoff", description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="a seq-cls run folder (python -m runtime.train)")
     p.add_argument("--work", help="folder for the exports (default: a temporary one)")
     return p
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    work = args.work or tempfile.mkdtemp(prefix="handoff-")
-    try:
-        report = run_check(args.run, work)
-    except ValueError as exc:
-        from runtime.train import _is_user_error
+    from cache_format.cli_errors import run_cli
+    from runtime.train import user_errors
 
-        if not _is_user_error(exc):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(report, indent=2, sort_keys=True))
+    args = parser().parse_args(argv)
+    return run_cli(lambda: _run(args), user_errors=user_errors())
+
+
+def _run(args) -> int:
+    work = args.work or tempfile.mkdtemp(prefix="handoff-")
+    print(json.dumps(run_check(args.run, work), indent=2, sort_keys=True))
     return 0
 
 

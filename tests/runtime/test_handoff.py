@@ -492,3 +492,15 @@ def test_a_run_from_before_pooling_and_lora_targets_exports_as_trained(trained, 
         {n for n in weights if "lora_A" in n}
     out = _export(str(old), tmp_path / "hf", "hf")
     assert not (out / "modeling_recycled.py").exists()
+
+
+def test_bench_handoff_scores_every_format_as_the_run_predicts(trained, tmp_path):
+    # bench.handoff made the README's default-job figures; here on a tiny run, end to end
+    from bench.handoff import main as handoff_main, run_check
+
+    run = trained(("bert", "seq-cls", "lora", "pooler", "recycled"))
+    report = run_check(run, str(tmp_path / "work"))
+    assert set(report["accuracy"]) == {"hf", "onnx", "peft"}
+    assert report["differ_from_runtime_predict"] == {"hf": 0, "onnx": 0, "peft": 0}
+    assert all(a == report["runtime_predict_accuracy"] for a in report["accuracy"].values())
+    assert handoff_main(["--run", str(tmp_path / "no-run")]) == 2  # one line, not a traceback
