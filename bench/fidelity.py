@@ -571,7 +571,7 @@ def check_config(config: FidelityConfig) -> None:
     """Refuse bad input before any cache is built: where runs are appended, K against the
     model's depth, and every configuration's TrainConfig made once per seed with placeholder
     paths, so its range checks run up front."""
-    from bench.outputs import output_file_problem
+    from bench.cli import output_file_problem
     from runtime.config import TrainConfig
     from runtime.datasets import get_task
     from runtime.errors import RuntimeConfigError
@@ -697,7 +697,7 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from bench.outputs import output_file_problem
+    from bench.cli import output_file_problem
     from runtime.errors import RuntimeConfigError
 
     configs = tuple(c for c in args.configs.split(",") if c)

@@ -79,18 +79,25 @@ def compare(model_path, layer: int, docs: int, max_length: int, threads=None,
 def main(argv=None) -> int:
     from export.defaults import DEFAULT_MODEL_NAME, default_model_path
 
-    p = argparse.ArgumentParser(prog="python -m bench.precision", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from bench.cli import at_least, run_bench_cli
+    from cache_format.cli_errors import OneLineParser
+
+    p = OneLineParser(prog="python -m bench.precision", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="checkpoint folder (default all-MiniLM-L6-v2)")
     p.add_argument("--layer", type=int, default=3)
-    p.add_argument("--docs", type=int, default=64)
-    p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--docs", type=at_least(1), default=64)
+    p.add_argument("--max-length", type=at_least(2), default=256)
+    p.add_argument("--threads", type=at_least(1))
     args = p.parse_args(argv)
-    model = Path(args.model) if args.model else default_model_path()
-    name = None if args.model else DEFAULT_MODEL_NAME
-    print(json.dumps(compare(model, args.layer, args.docs, args.max_length, args.threads, name)))
-    return 0
+
+    def body():
+        model = Path(args.model) if args.model else default_model_path()
+        name = None if args.model else DEFAULT_MODEL_NAME
+        print(json.dumps(compare(model, args.layer, args.docs, args.max_length, args.threads,
+                                 name)))
+
+    return run_bench_cli(body)
 
 
 if __name__ == "__main__":

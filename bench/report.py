@@ -37,11 +37,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from cache_format.cli_errors import run_cli
+    from bench.cli import run_bench_cli
 
     args = _parser().parse_args(argv)
-    # every package's error family derives from ValueError
-    return run_cli(lambda: _run(args), user_errors=(ValueError,))
+    return run_bench_cli(lambda: _run(args))
 
 
 class ReportArgumentError(ValueError):
@@ -50,7 +49,7 @@ class ReportArgumentError(ValueError):
 
 def _check(args) -> None:
     """Refuse what would fail later: minutes of timing lost to a bad --json path, say."""
-    from bench.outputs import output_file_problem
+    from bench.cli import output_file_problem
 
     for name in ("docs", "accuracy_docs"):
         value = getattr(args, name)

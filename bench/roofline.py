@@ -237,21 +237,25 @@ def build_shares(model_path, layer: int, docs: int = 16, max_length: int = 256,
 
 def main(argv=None) -> int:
     """python -m bench.roofline --model PATH --layer K: the build's share of the GEMM rate."""
-    import argparse
     import json
     from pathlib import Path
 
+    from bench.cli import at_least, run_bench_cli
+    from cache_format.cli_errors import OneLineParser
     from export.defaults import default_model_path
 
-    p = argparse.ArgumentParser(prog="python -m bench.roofline", description=build_shares.__doc__)
+    p = OneLineParser(prog="python -m bench.roofline", description=build_shares.__doc__)
     p.add_argument("--model", help="checkpoint folder (default all-MiniLM-L6-v2)")
     p.add_argument("--layer", type=int, required=True)
-    p.add_argument("--docs", type=int, default=16)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--docs", type=at_least(1), default=16)
+    p.add_argument("--threads", type=at_least(1))
     args = p.parse_args(argv)
-    model = Path(args.model) if args.model else default_model_path()
-    print(json.dumps(build_shares(model, args.layer, args.docs, threads=args.threads)))
-    return 0
+
+    def body():
+        model = Path(args.model) if args.model else default_model_path()
+        print(json.dumps(build_shares(model, args.layer, args.docs, threads=args.threads)))
+
+    return run_bench_cli(body)
 
 
 if __name__ == "__main__":

@@ -147,27 +147,36 @@ def time_open(path: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from bench.cli import at_least, run_bench_cli
+    from cache_format.cli_errors import OneLineParser
+
+    p = OneLineParser(prog="python -m bench.scale", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("corpus", help="write a synthetic .jsonl corpus")
-    c.add_argument("--docs", type=int, required=True)
+    c.add_argument("--docs", type=at_least(1), required=True)
     c.add_argument("--out", type=Path, required=True)
     b = sub.add_parser("build", help="peak RSS and first commit of export.lower")
-    b.add_argument("--seconds", type=float, default=120.0)
+    b.add_argument("--seconds", type=at_least(1), default=120)
     b.add_argument("--out", type=Path, required=True, help="cache folder (a new one)")
     b.add_argument("lower_args", nargs=argparse.REMAINDER, help="-- then export.lower's options")
     o = sub.add_parser("open", help="cache_format.open time and RSS on many small records")
-    o.add_argument("--records", type=int, default=1_000_000)
+    o.add_argument("--records", type=at_least(1), default=1_000_000)
     o.add_argument("--dir", type=Path, required=True, help="cache folder; written if missing")
     args = p.parse_args(argv)
+    return run_bench_cli(lambda: _run(args))
+
+
+def _run(args) -> int:
     if args.command == "corpus":
         write_corpus(args.out, args.docs)
         return 0
     if args.command == "build":
         lower_args = [a for a in args.lower_args if a != "--"]
-        print(json.dumps(watch_build(lower_args, args.out, args.seconds)))
-        return 0
+        watched = watch_build(lower_args, args.out, args.seconds)
+        print(json.dumps(watched))
+        # export.lower printed its own line; 130 is the SIGINT this watch sends on time
+        return 0 if watched["returncode"] in (0, 130) else watched["returncode"]
     if not (args.dir / "manifest.json").exists():
         write_small_cache(args.dir, args.records)
     print(json.dumps(time_open(args.dir)))

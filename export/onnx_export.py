@@ -167,6 +167,7 @@ def truncated_model(model_path: Path, config, layer: int):
     import torch
     from transformers import AutoModel, logging
 
+    check_model_layer(config, layer)  # K = 0 would load a model of no layers, and run
     arch = architecture_of(config)
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # the unused upper-layer weights are expected

@@ -1,0 +1,42 @@
+"""What every bench command shares at its edge: the one-line error path and the checks of its
+options that run before the minutes or hours of work (a bad path found at the end would lose
+the run; a thread count of -2 would be torch's traceback)."""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Callable
+
+
+def run_bench_cli(body: Callable[[], int | None]) -> int:
+    """`body` under cache_format's run_cli: every package's error family derives from
+    ValueError, so any ValueError a bench command raises is the user's one line, exit 2."""
+    from cache_format.cli_errors import run_cli
+
+    return run_cli(body, user_errors=(ValueError,))
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `low`, else argparse's one-line usage error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def output_file_problem(flag: str, path: str) -> str | None:
+    """What is wrong with writing a file at `path` (given as `flag`), or None."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"{flag} {path}: is a folder; pass a file name"
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        return f"{flag} {path}: {parent} is not a folder this user can write to"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"{flag} {path}: this user cannot write to it"
+    return None
