@@ -668,7 +668,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train-examples", type=int, help="seeded train subset per seed")
     p.add_argument("--epochs", type=int, help="epochs (default: the recipe's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="a TrainConfig field for every run, e.g. --set lr=3e-3")
+                   help="a TrainConfig field for every run, e.g. --set lr=3e-3; not one the "
+                        "bench sets per run (mode and adapter come from --configs, seed from "
+                        "--seeds, epochs from --epochs)")
     p.add_argument("--probe", action="store_true", help="also run the linear probe")
     p.add_argument("--sweep", action="store_true", help="every K = 1 .. N-1")
     p.add_argument("--device", default="cpu")
