@@ -8,12 +8,18 @@ import os
 from typing import Callable
 
 
-def run_bench_cli(body: Callable[[], int | None]) -> int:
-    """`body` under cache_format's run_cli: every package's error family derives from
-    ValueError, so any ValueError a bench command raises is the user's one line, exit 2."""
-    from cache_format.cli_errors import run_cli
+class BenchArgumentError(ValueError):
+    """A bench command's option, refused before any work."""
 
-    return run_cli(body, user_errors=(ValueError,))
+
+def run_bench_cli(body: Callable[[], int | None]) -> int:
+    """`body` under cache_format's run_cli with the project's user-error families (those of
+    runtime.train, the last stage bench drives) and bench's own: one line, exit 2. Any other
+    ValueError is a bug and keeps its traceback."""
+    from cache_format.cli_errors import run_cli
+    from runtime.train import user_errors
+
+    return run_cli(body, user_errors=(*user_errors(), BenchArgumentError))
 
 
 def at_least(low: int) -> Callable[[str], int]:

@@ -60,11 +60,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from cache_format.cli_errors import run_cli
-    from runtime.train import user_errors
+    from bench.cli import run_bench_cli
 
     args = parser().parse_args(argv)
-    return run_cli(lambda: _run(args), user_errors=user_errors())
+    return run_bench_cli(lambda: _run(args))
 
 
 def _run(args) -> int:

@@ -43,31 +43,27 @@ def main(argv=None) -> int:
     return run_bench_cli(lambda: _run(args))
 
 
-class ReportArgumentError(ValueError):
-    """A bad option, refused before anything is built or timed."""
-
-
 def _check(args) -> None:
     """Refuse what would fail later: minutes of timing lost to a bad --json path, say."""
-    from bench.cli import output_file_problem
+    from bench.cli import BenchArgumentError, output_file_problem
 
     for name in ("docs", "accuracy_docs"):
         value = getattr(args, name)
         if value is not None and value < 20:
-            raise ReportArgumentError(f"--{name.replace('_', '-')} must be at least 20, got "
+            raise BenchArgumentError(f"--{name.replace('_', '-')} must be at least 20, got "
                                       f"{value}")
     for name in ("accuracy_epochs", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ReportArgumentError(f"--{name.replace('_', '-')} must be at least 1, got "
+            raise BenchArgumentError(f"--{name.replace('_', '-')} must be at least 1, got "
                                       f"{value}")
     if args.work_dir is not None and os.path.exists(args.work_dir) and not os.path.isdir(
             args.work_dir):
-        raise ReportArgumentError(f"--work-dir {args.work_dir}: is a file; pass a folder")
+        raise BenchArgumentError(f"--work-dir {args.work_dir}: is a file; pass a folder")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         problem = path and output_file_problem(flag, path)
         if problem:
-            raise ReportArgumentError(problem)
+            raise BenchArgumentError(problem)
 
 
 def _run(args) -> int:
