@@ -5,16 +5,17 @@ sentence-transformers checkpoint was trained to produce); for token-cls, each la
 final-layer state. Final-layer states come from the cache through the frozen upper stack
 (`runtime.load_upper`), so the probe sees exactly what a recycled run starts from.
 
-The classifier is multinomial logistic regression fitted full-batch with L-BFGS; its L2 strength
-is chosen on the dev split from a fixed grid, then the test split is scored with the same
-metric functions as `runtime.train` (accuracy / entity F1).
+The classifier is multinomial logistic regression fitted full-batch with L-BFGS
+(`runtime.head_init.fit_linear`, what `--head-init probe` starts a run's head from); its L2
+strength is chosen on the dev split's metric from the same grid, then the test split is scored
+with the same metric functions as `runtime.train` (accuracy / entity F1).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+from runtime.head_init import L2_GRID, fit_linear
 
 
 @torch.no_grad()
@@ -46,21 +47,8 @@ def features(task: str, examples: list, states: dict):
 def fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float,
                  steps: int = 200) -> torch.nn.Linear:
     """Multinomial logistic regression on standardised features (L-BFGS, full batch)."""
-    torch.manual_seed(0)
-    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y)
-    linear = torch.nn.Linear(x.shape[1], num_classes)
-    torch.nn.init.zeros_(linear.weight)
-    torch.nn.init.zeros_(linear.bias)
-    opt = torch.optim.LBFGS(linear.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(linear(xt), yt) + l2 * linear.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return linear
+    return fit_linear(torch.from_numpy(x).float(), torch.from_numpy(y), num_classes, l2,
+                      steps=steps)
 
 
 def probe(task: str, data, states: dict, train: list, dev: list, test: list) -> dict:

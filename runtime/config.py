@@ -12,7 +12,7 @@ import dataclasses
 import torch
 
 from runtime.options import (ADAPTER_KINDS as ADAPTERS, ADAPTER_LR, CLASS_WEIGHTINGS, FINETUNE_LR,
-                             HEAD_LR_FACTOR, LORA_TARGETS, MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS,
+                             HEAD_INITS, HEAD_LR_FACTOR, LORA_TARGETS, MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS,
                              MIN_STEPS, MODES, TRAIN_DEFAULTS as D)
 from runtime.errors import RuntimeConfigError
 from runtime.labels import LabelsConfig
@@ -46,6 +46,7 @@ class TrainConfig:
     head_lr: float | None = None  # None: HEAD_LR_FACTOR x the encoder's (head_learning_rate)
     class_weighting: str = D["class_weighting"]  # sqrt: weights 1/sqrt(class frequency) | none
     min_epochs: int = D["min_epochs"]  # early stopping never stops before this many epochs
+    head_init: str = D["head_init"]  # random | probe: fitted on frozen features (runtime.head_init)
     max_train_examples: int | None = None  # a seeded subset of the train split (small-data runs)
     token_budget: int = TOKEN_BUDGET  # padded tokens per batch
     max_batch_size: int = MAX_BATCH_SIZE
@@ -77,6 +78,9 @@ class TrainConfig:
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise RuntimeConfigError(f"class_weighting {self.class_weighting!r} is not one of "
                                      f"{', '.join(CLASS_WEIGHTINGS)}")
+        if self.head_init not in HEAD_INITS:
+            raise RuntimeConfigError(f"head_init {self.head_init!r} is not one of "
+                                     f"{', '.join(HEAD_INITS)}")
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise RuntimeConfigError(f"max_train_examples must be >= 1, got {self.max_train_examples}")
         _check_ranges(self)

@@ -11,6 +11,7 @@ ADAPTER_KINDS = ("lora", "bottleneck", "finetune", "none")
 LORA_TARGETS = ("attention", "all")  # attention: query and value only; all: every linear
 POOLINGS = ("pooler", "cls", "mean")  # seq-cls heads; the CLI also offers "auto"
 CLASS_WEIGHTINGS = ("none", "sqrt")
+HEAD_INITS = ("random", "probe")  # probe: fitted on the untrained model's features (LP-FT)
 # The default recipe's peak learning rates, chosen by the runs in docs/RECIPE.md.
 ADAPTER_LR = 1e-3  # LoRA / bottleneck adapters (and head-only runs)
 FINETUNE_LR = 1e-4  # when the layers themselves are fine-tuned
@@ -29,5 +30,6 @@ TRAIN_DEFAULTS = {
     "bottleneck_size": 64, "pooling": "auto",
     "class_weighting": "sqrt",  # 1/sqrt(class frequency): the recipe's
     "min_epochs": 1,  # early stopping never stops before this many epochs
+    "head_init": "random",
     "id_field": "id", "label_field": "label", "words_field": "words", "device": "cpu",
 }

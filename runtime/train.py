@@ -19,7 +19,7 @@ from export.build import DTYPES, BuildConfig
 from runtime.errors import RuntimeConfigError
 from runtime.loader import MAX_BATCH_SIZE, TOKEN_BUDGET
 from runtime.options import (ADAPTER_KINDS, ADAPTER_LR, BUILTIN_TASK_NAMES, CLASS_WEIGHTINGS,
-                             FINETUNE_LR, HEAD_LR_FACTOR, LORA_TARGETS, MAX_AUTO_EPOCHS,
+                             FINETUNE_LR, HEAD_INITS, HEAD_LR_FACTOR, LORA_TARGETS, MAX_AUTO_EPOCHS,
                              MIN_AUTO_EPOCHS, MIN_STEPS, MODES, POOLINGS, TASK_NAMES,
                              TRAIN_DEFAULTS as D)
 
@@ -113,6 +113,9 @@ def _training_options(opt) -> None:
                                               f"adapters, {FINETUNE_LR:g} finetune)")
     opt.add_argument("--head-lr", type=float, help="learning rate of the task head (default: "
                                                     f"{HEAD_LR_FACTOR:g}x --lr, the recipe's)")
+    opt.add_argument("--head-init", choices=HEAD_INITS, default=D["head_init"],
+                     help="probe: fit the head as a logistic regression on the untrained model's "
+                          "features before training (linear probing, then fine-tuning)")
     opt.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, default=D["class_weighting"],
                      help="cross-entropy weights 1/sqrt(class frequency), or none")
     opt.add_argument("--max-train-examples", type=int,
@@ -161,6 +164,7 @@ def _run(args) -> int:
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_targets=args.lora_targets,
         bottleneck_size=args.bottleneck_size, pooling=args.pooling, head_lr=args.head_lr,
         class_weighting=args.class_weighting, min_epochs=args.min_epochs,
+        head_init=args.head_init,
         max_train_examples=args.max_train_examples,
         token_budget=args.token_budget, max_batch_size=args.max_batch_size,
         id_field=args.id_field, label_field=args.label_field, words_field=args.words_field,

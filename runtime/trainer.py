@@ -27,6 +27,7 @@ from runtime import distributed, run_folder
 from runtime.batches import batch_source, model_inputs
 from runtime.config import TrainConfig, batch_plan, labels_config, planned_epochs
 from runtime.evaluation import evaluate
+from runtime.head_init import check_head_init, fit_head
 from runtime.inputs import open_cache
 from runtime.labels import LabelledData, load_labelled
 from runtime.loader import plan_cache_batches, shard_batches
@@ -46,6 +47,7 @@ def train(config: TrainConfig) -> dict:
     reader = open_cache(config.cache, model=config.model, layer=config.layer)
     data = subset_train(load_labelled(labels_config(config), reader), config)
     built = build_model(config, reader.manifest, data.label_names)
+    check_head_init(config, built.head)
     if rank == 0:  # only now: a run refused for its inputs leaves no folder behind
         run_folder.prepare_run_folder(config)
         RunConfig.of_training(config, reader.manifest, data.label_names,
@@ -59,6 +61,9 @@ def train(config: TrainConfig) -> dict:
     state = TrainingState()
     if config.resume:
         state = run_folder.load_checkpoint(config, built.model, optimizer, schedule, rank)
+    if config.head_init == "probe" and state.epoch == 0 and rank == 0:  # DDP copies rank 0's
+        fitted = fit_head(config, built, source, reader, data, weights)
+        print(f"head fitted on frozen features: {json.dumps(fitted)}", flush=True)
     net = distributed.wrap(built.model, world)
     t0 = time.perf_counter() - state.train_seconds
     for epoch in range(state.epoch, epochs):
