@@ -208,13 +208,27 @@ def recipe_conflicts(runs: list) -> dict:
     unresolved, and the name of a run (seed, mode, layer, learning rates) is not its recipe."""
     values = {}
     for r in runs:
-        config = r.get("train_config") or {}
+        config = _train_config(r)
         adapter = config.get("adapter")
         for key, value in config.items():
             if key in _RUN_FIELDS or value is None or _ADAPTER_FIELDS.get(key, adapter) != adapter:
                 continue
             values.setdefault(key, set()).add(json.dumps(value, sort_keys=True))
     return {k: sorted(v) for k, v in values.items() if len(v) > 1}
+
+
+def _train_config(record: dict) -> dict:
+    """The run's TrainConfig fields; a field added after the run was recorded reads as its
+    default, which is what the run did (a new field's default keeps the old behaviour), so a
+    run of the new non-default value (`head_init=probe`) never pools with the old ones."""
+    from runtime.config import TrainConfig
+
+    config = record.get("train_config")
+    if not config:
+        return {}
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    return {**defaults, **config}
 
 
 def _recipe_group(record: dict) -> tuple:
@@ -237,7 +251,7 @@ def varying_fields(records: list) -> dict:
 def _recipe_key(record: dict, varying: dict) -> tuple:
     """(lr key, ((field, JSON value), ...)) of the fields that vary in the run's group; a run
     that left one at its default (None) is its own recipe, shown as field=default."""
-    config = record.get("train_config") or {}
+    config = _train_config(record)
     fields = varying.get(_recipe_group(record), ())
     return (_lr_key(record),
             tuple((f, json.dumps(config.get(f), sort_keys=True)) for f in fields))

@@ -223,6 +223,19 @@ def test_runs_of_two_recipes_are_different_rows():
     assert "recipe" not in fidelity.format_table(fidelity.summarize(tuned))
 
 
+def test_a_field_newer_than_a_run_reads_as_its_default_and_splits_the_rows():
+    # the first two runs predate head_init (their train_config lacks it): they trained with a
+    # random head, the default, and must not pool with a head_init=probe run
+    old = [_at_lr("recycled-lora", s, v, 1e-3, lora_r=8) for s, v in ((0, 0.40), (1, 0.50))]
+    assert all("head_init" not in r["train_config"] for r in old)
+    runs = old + [_at_lr("recycled-lora", 0, 0.30, 1e-3, lora_r=8, head_init="probe")]
+    assert fidelity.recipe_conflicts(runs) == {"head_init": ['"probe"', '"random"']}
+    rows = fidelity.summarize(runs)
+    assert [(r["variant"], r["n"]) for r in rows] == [
+        ((("head_init", '"random"'),), 2), ((("head_init", '"probe"'),), 1)]
+    assert fidelity.recipe_conflicts(old) == {}  # without the new run nothing varies
+
+
 def _two_width_runs():
     # recycled-bottleneck at widths 64 and 128, full-bottleneck at 64 only; dev prefers 128
     return ([_at_lr("recycled-bottleneck", s, v, 3e-3, dev=d, bottleneck_size=64)
