@@ -12,8 +12,8 @@ import dataclasses
 import torch
 
 from runtime.options import (ADAPTER_KINDS as ADAPTERS, ADAPTER_LR, CLASS_WEIGHTINGS, FINETUNE_LR,
-                             HEAD_INITS, HEAD_LR_FACTOR, LORA_TARGETS, MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS,
-                             MIN_STEPS, MODES, TRAIN_DEFAULTS as D)
+                             HEAD_INITS, HEAD_LR_FACTOR, LORA_TARGETS, MAX_AUTO_EPOCHS,
+                             MIN_AUTO_EPOCHS, MIN_STEPS, MODES, TRAIN_DEFAULTS as D)
 from runtime.errors import RuntimeConfigError
 from runtime.labels import LabelsConfig
 from runtime.loader import (MAX_BATCH_SIZE, SHUFFLE_WINDOW, TOKEN_BUDGET, WINDOWS_PER_BLOCK,

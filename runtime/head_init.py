@@ -6,8 +6,10 @@ step, the head's classifier is fitted as a logistic regression on the features t
 model gives the train split (the pooled states for seq-cls, each labelled token's state for
 token-cls), with the run's class weights and an L2 strength chosen by dev loss. Training then
 starts from a head that already separates the classes instead of a random one, so the first
-steps do not push random-head gradients into the adapters. With LoRA at its start (B = 0) or no
-adapter the features are exactly the frozen model's, and the fitted head is the linear probe's.
+steps do not push random-head gradients into the adapters. Before the first step LoRA (B = 0),
+fine-tuning and head-only runs compute the frozen model's states, so the fitted head is the kind
+of classifier `bench.probe` fits (that one picks its L2 by dev score and has no class weights).
+Measured in docs/RECIPE.md; `random` stays the default.
 
 Only a head whose last layer is one linear map over those features can be fitted so: seq-cls
 with `--pooling mean` or `cls` (the sentence-transformers checkpoints' auto choice) and
