@@ -48,7 +48,8 @@ def write_card(run, folder: Path, fmt: str, summary: dict) -> None:
     c = run.config
     recipe = {"task": c.task, "mode": c.mode, "adapter": c.adapter, "lr": c.learning_rate,
               "epochs": c.epochs, "epochs_run": run.metrics.get("epochs_run"),
-              "pooling": run.pooling if run.task.pools else None, "seed": c.seed}
+              "pooling": run.pooling if run.task.pools else None, "seed": c.seed,
+              "head_init": c.head_init}
     if c.adapter == "lora":
         recipe.update(lora_r=c.lora_r, lora_alpha=c.lora_alpha)
     if c.adapter == "bottleneck":

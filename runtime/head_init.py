@@ -26,6 +26,7 @@ from runtime.config import batch_plan
 from runtime.errors import RuntimeConfigError
 from runtime.loader import plan_cache_batches
 from runtime.prefetch import Prefetcher
+from runtime.tasks import task_named
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # per-weight L2 strengths tried (the bench's probe's grid)
 LBFGS_STEPS = 200
@@ -35,15 +36,15 @@ def check_head_init(config, head) -> None:
     """Refuse `--head-init probe` on a head it cannot fit, before any work."""
     if config.head_init == "random":
         return
-    linear_seq = head.task == "seq-cls" and getattr(head, "kind", "") == "linear"
-    linear_token = head.task == "token-cls" and not head.arch.prediction_head
-    if not (linear_seq or linear_token) or head.num_labels < 2:
-        what = getattr(head, "kind", None) or ("prediction head" if head.task == "token-cls"
-                                               else head.task)
+    kind = task_named(config.task).probe_features
+    linear = (kind == "pooled" and getattr(head, "kind", "") == "linear") or (
+        kind == "tokens" and not head.arch.prediction_head)
+    if not linear or head.num_labels < 2:
+        what = getattr(head, "kind", None) or ("prediction head" if kind else "no classes")
         raise RuntimeConfigError(
             f"--head-init probe fits a linear classifier on pooled or token states; this "
-            f"{head.task} head ({what}, {head.num_labels} label(s)) is not one: pass --pooling "
-            "mean or cls for seq-cls, or --head-init random")
+            f"{config.task} head ({what}, {head.num_labels} label(s)) is not one: pass "
+            "--pooling mean or cls for seq-cls, or --head-init random")
 
 
 def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
@@ -72,6 +73,7 @@ def features(config, built, source, reader, examples: list) -> tuple:
     sees, in eval mode (no dropout): the pooled states for seq-cls, each labelled token's state
     for token-cls."""
     head, rows = built.head, {}
+    pooled = task_named(config.task).probe_features == "pooled"
     batches = plan_cache_batches(reader, [e.key for e in examples], batch_plan(config),
                                  shuffle=False)
     was_training = built.model.training
@@ -79,11 +81,11 @@ def features(config, built, source, reader, examples: list) -> tuple:
     with Prefetcher(batches, source, device=config.device) as pf:
         for batch in pf:
             hidden = built.model.encoder(*model_inputs(batch))
-            pooled = head._pool(hidden, batch["attention_mask"]) if head.task == "seq-cls" else None
+            pools = head._pool(hidden, batch["attention_mask"]) if pooled else None
             for i, key in enumerate(batch["keys"]):
                 labels = batch["labels"][i]
-                if pooled is not None:
-                    rows[key] = (pooled[i:i + 1], labels.reshape(1))
+                if pooled:
+                    rows[key] = (pools[i:i + 1], labels.reshape(1))
                 else:
                     keep = labels != -100
                     rows[key] = (hidden[i][keep], labels[keep])

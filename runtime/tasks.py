@@ -36,6 +36,9 @@ class Task:
     pools = False  # the head pools the sequence (`--pooling` applies)
     output_names = ("logits",)  # the exported model's outputs, as transformers names them
     class_weighted = True  # class-frequency weights apply to its loss
+    # What `--head-init probe` fits the classifier on: "pooled" (one row an example), "tokens"
+    # (each labelled token's state), or None (no linear probe of this task).
+    probe_features = None
 
     def make_head(self, config, num_labels: int, pooler_state, pooling: str):
         raise NotImplementedError
@@ -85,6 +88,7 @@ class SequenceClassification(Task):
     peft_task_type = "SEQ_CLS"
     per_token = False
     pools = True
+    probe_features = "pooled"
 
     def make_head(self, config, num_labels, pooler_state, pooling):
         return SequenceClassificationHead(config, num_labels, pooler_state, pooling)
@@ -123,6 +127,7 @@ class TokenClassification(Task):
     remote_class = "RecycledForTokenClassification"
     pipeline = "token-classification"
     peft_task_type = "TOKEN_CLS"
+    probe_features = "tokens"
 
     def make_head(self, config, num_labels, pooler_state, pooling):
         return TokenClassificationHead(config, num_labels)

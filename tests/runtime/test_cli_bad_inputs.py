@@ -86,6 +86,9 @@ TRAIN_BAD = [
     ("unknown-mode", ["--mode", "half"], "argument --mode: invalid choice: 'half'"),
     ("unknown-adapter", ["--adapter", "prefix"], "argument --adapter: invalid choice"),
     ("unknown-flag", ["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    ("unknown-head-init", ["--head-init", "zero"], "argument --head-init: invalid choice"),
+    # the tiny BERT is no sentence-transformers checkpoint: auto pooling is its pooler head
+    ("head-init-probe-on-pooler", ["--head-init", "probe"], "pass --pooling mean or cls"),
     ("layer-mismatch", ["--layer", "3"], "holds layer 2, not layer 3"),
     ("model-missing", ["--model", "{tmp}/no-model"], "no-model"),
 ]

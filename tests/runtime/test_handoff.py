@@ -181,6 +181,7 @@ def test_hf_export_predicts_as_the_run(case, trained, tmp_path):
     metrics = json.loads(open(os.path.join(run, "metrics.json")).read())
     assert f"- test metrics of the run (metrics.json): `{json.dumps(metrics, sort_keys=True)}`" in card
     assert "- K (cached lower layers): 2" in card and f'"adapter": "{adapter}"' in card
+    assert '"head_init": "random"' in card  # how the head started is part of the recipe
     assert '"weights_sha256": "' in card.split("cache fingerprint:")[1].splitlines()[0]
     if task != "qa":
         names = json.loads(card.split("labels (id2label): `")[1].split("`")[0])
