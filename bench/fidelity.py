@@ -218,17 +218,13 @@ def recipe_conflicts(runs: list) -> dict:
 
 
 def _train_config(record: dict) -> dict:
-    """The run's TrainConfig fields; a field added after the run was recorded reads as its
-    default, which is what the run did (a new field's default keeps the old behaviour), so a
-    run of the new non-default value (`head_init=probe`) never pools with the old ones."""
-    from runtime.config import TrainConfig
+    """The run's TrainConfig fields as it used them (runtime.run_folder's reading of a record
+    that predates a field), so a run of a new non-default value (`head_init=probe`) never
+    pools with the old ones."""
+    from runtime.run_folder import recorded_train_fields
 
     config = record.get("train_config")
-    if not config:
-        return {}
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
-                if f.default is not dataclasses.MISSING}
-    return {**defaults, **config}
+    return recorded_train_fields(config) if config else {}
 
 
 def _recipe_group(record: dict) -> tuple:

@@ -30,6 +30,15 @@ from runtime.errors import RuntimeConfigError
 # What a run config.json written before a TrainConfig field existed meant by its absence: the
 # fields that shape the model, whose new defaults would build another model than was trained.
 LEGACY_DEFAULTS = {"pooling": "pooler", "lora_targets": "attention"}
+
+
+def recorded_train_fields(saved: dict) -> dict:
+    """A recorded TrainConfig's fields as the run used them: a key the record lacks means what
+    it meant when the run was made (LEGACY_DEFAULTS: the defaults that have changed since),
+    else the field's default (a field added later keeps the old behaviour by default)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    return {**defaults, **LEGACY_DEFAULTS, **saved}
 FINGERPRINT_KEYS = ("model", "layer", "weights_sha256", "tokenizer_sha256", "dtype",
                     "hidden_size", "max_length", "stride", "corpus")
 
@@ -57,7 +66,7 @@ class RunConfig:
     def from_json(cls, saved: dict, path: str) -> "RunConfig":
         """From a config.json's dict; keys it lacks mean what they meant then (LEGACY_DEFAULTS)."""
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        values = {**LEGACY_DEFAULTS, **saved}
+        values = recorded_train_fields(saved)
         try:
             train = TrainConfig(**{k: v for k, v in values.items() if k in fields})
         except TypeError as exc:
