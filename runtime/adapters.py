@@ -9,7 +9,8 @@ the same layers in the upper stack and in the full encoder) and returns the trai
                 or with targets="all" on every linear layer of the layer (attention and FFN)
     bottleneck  Houlsby: a bottleneck (down, activation, up) after the attention-output and the
                 FFN-output projections of each layer; the up-projection starts at zero, so the
-                adapted model starts equal to the base model
+                adapted model starts equal to the base model. With input_adapter, one more on
+                the states entering the lowest adapted layer (a recycled run's cached states)
     finetune    the listed layers train as they are
     none        nothing in the encoder trains (a linear probe: the head only)
 
@@ -24,11 +25,13 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from export.architectures import hidden_size
 from runtime.options import ADAPTER_KINDS as KINDS, LORA_TARGETS
 from runtime.errors import RuntimeConfigError
 # The adapter's structure has one owner, the module exported folders ship as custom code
 # (it imports only torch and transformers); training adds the near-identity start below.
-from runtime.handoff_modeling import ACTIVATIONS, BottleneckAdapter as _BottleneckStructure
+from runtime.handoff_modeling import (ACTIVATIONS, BottleneckAdapter as _BottleneckStructure,
+                                      InputAdapter as _InputStructure, attach_input_adapter)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class AdapterConfig:
     targets: str = field(default="attention", metadata={
         "help": "LoRA: attention (query and value projections) | all (every linear of a layer)"})
     activation: str = field(default="gelu", metadata={"help": "bottleneck nonlinearity"})
+    input_adapter: bool = field(default=False, metadata={
+        "help": "bottleneck: one more adapter on the states entering the lowest adapted layer "
+                "(in a recycled run, the cached layer-K states)"})
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -58,6 +64,11 @@ class AdapterConfig:
         if self.targets not in LORA_TARGETS:
             raise RuntimeConfigError(f"adapter targets {self.targets!r} is unknown; expected one of "
                                      f"{list(LORA_TARGETS)}")
+        if not isinstance(self.input_adapter, bool):
+            raise RuntimeConfigError(f"adapter input_adapter={self.input_adapter!r}; expected true or false")
+        if self.input_adapter and self.kind != "bottleneck":
+            raise RuntimeConfigError(f"an input adapter is a bottleneck adapter; it goes with kind "
+                                     f"'bottleneck', not {self.kind!r}")
         if self.activation not in ACTIVATIONS:
             raise RuntimeConfigError(
                 f"adapter activation {self.activation!r} is unknown; expected one of {sorted(ACTIVATIONS)}"
@@ -80,11 +91,23 @@ class BottleneckAdapter(_BottleneckStructure):
 
     def __init__(self, base_layer: nn.Linear, size: int, activation: str = "gelu", dropout: float = 0.0):
         super().__init__(base_layer, size, activation, dropout)
-        # Zero up-projection: the adapter adds exactly 0 at the start (near-identity init).
-        nn.init.zeros_(self.adapter_up.weight)
-        nn.init.zeros_(self.adapter_up.bias)
-        nn.init.normal_(self.adapter_down.weight, std=1e-2)
-        nn.init.zeros_(self.adapter_down.bias)
+        _near_identity(self)
+
+
+class InputAdapter(_InputStructure):
+    """h + up(act(down(dropout(h)))) on a layer's input states, starting as identity."""
+
+    def __init__(self, width: int, size: int, activation: str = "gelu", dropout: float = 0.0):
+        super().__init__(width, size, activation, dropout)
+        _near_identity(self)
+
+
+def _near_identity(adapter: nn.Module) -> None:
+    # Zero up-projection: the adapter adds exactly 0 at the start.
+    nn.init.zeros_(adapter.adapter_up.weight)
+    nn.init.zeros_(adapter.adapter_up.bias)
+    nn.init.normal_(adapter.adapter_down.weight, std=1e-2)
+    nn.init.zeros_(adapter.adapter_down.bias)
 
 
 def resolve_stack(model: nn.Module):
@@ -159,6 +182,12 @@ def _add_bottlenecks(stack, config: AdapterConfig, layers) -> None:
             base = getattr(parent, leaf)
             adapter = BottleneckAdapter(base, config.bottleneck_size, config.activation, config.dropout)
             setattr(parent, leaf, adapter)
+    if config.input_adapter:
+        # Measured (README, RECIPE): on WNUT-16 the adapters below K are what full-bottleneck
+        # gains by; in a recycled run this one adapts the cached states in their place.
+        lowest = stack.layers[min(layers) - stack.layer]
+        attach_input_adapter(lowest, InputAdapter(hidden_size(stack.config), config.bottleneck_size,
+                                                  config.activation, config.dropout))
 
 
 def apply_adapters(model: nn.Module, config: AdapterConfig, layers=None) -> list[str]:

@@ -42,6 +42,7 @@ class TrainConfig:
     lora_alpha: int = D["lora_alpha"]
     lora_targets: str = D["lora_targets"]  # all: every linear of a layer; attention: q and v
     bottleneck_size: int = D["bottleneck_size"]
+    input_adapter: bool = D["input_adapter"]  # bottleneck: adapt the states entering layer K too
     pooling: str = D["pooling"]  # seq-cls: auto | pooler | cls | mean (runtime.pooling)
     head_lr: float | None = None  # None: HEAD_LR_FACTOR x the encoder's (head_learning_rate)
     class_weighting: str = D["class_weighting"]  # sqrt: weights 1/sqrt(class frequency) | none
@@ -81,6 +82,9 @@ class TrainConfig:
         if self.head_init not in HEAD_INITS:
             raise RuntimeConfigError(f"head_init {self.head_init!r} is not one of "
                                      f"{', '.join(HEAD_INITS)}")
+        if self.input_adapter and self.adapter != "bottleneck":
+            raise RuntimeConfigError(f"input_adapter is a bottleneck adapter; it needs adapter "
+                                     f"bottleneck, not {self.adapter!r} (--adapter bottleneck)")
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise RuntimeConfigError(f"max_train_examples must be >= 1, got {self.max_train_examples}")
         _check_ranges(self)

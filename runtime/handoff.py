@@ -133,7 +133,8 @@ def _bottleneck_spec(run: TrainedRun) -> dict | None:
     family = run.stack.family
     return {"size": adapter.bottleneck_size, "activation": adapter.activation,
             "dropout": adapter.dropout, "layers": list(run.stack.adapter_layers),
-            "layers_path": family.layers_path, "targets": list(family.bottleneck_targets)}
+            "layers_path": family.layers_path, "targets": list(family.bottleneck_targets),
+            "input_layer": min(run.stack.adapter_layers) if adapter.input_adapter else None}
 
 
 def build_hf_model(run: TrainedRun, *, adapted: bool = True, remote: bool | None = None):

@@ -53,7 +53,7 @@ def write_card(run, folder: Path, fmt: str, summary: dict) -> None:
     if c.adapter == "lora":
         recipe.update(lora_r=c.lora_r, lora_alpha=c.lora_alpha)
     if c.adapter == "bottleneck":
-        recipe.update(bottleneck_size=c.bottleneck_size)
+        recipe.update(bottleneck_size=c.bottleneck_size, input_adapter=c.input_adapter)
     trust = ", trust_remote_code=True" if summary.get("remote_code") else ""
     pipe = (f'classify = pipeline("{run.task.pipeline}", model="{folder.name}"{trust})\n'
             if run.task.pipeline else "")

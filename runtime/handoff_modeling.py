@@ -2,7 +2,8 @@
 
 `python -m runtime.export --format hf` copies this file, unchanged, into folders whose model
 transformers' own classes cannot express: a seq-cls head that pools by [CLS] or by the mean of
-the real tokens (dropout + one linear layer), or Houlsby bottleneck adapters in the encoder.
+the real tokens (dropout + one linear layer), or Houlsby bottleneck adapters in the encoder
+(with, optionally, an InputAdapter on the states entering the lowest adapted layer).
 The folder's config.json names these classes in `auto_map`, so
 
     AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=True)
@@ -39,7 +40,8 @@ class RecycledEncoderConfig(PretrainedConfig):
     classifier_dropout: dropout before the cls/mean head's linear layer.
     bottleneck: None, or {"size", "activation", "dropout", "layers" (absolute layer numbers),
         "layers_path" (the layer list inside the base model), "targets" (layer-relative paths
-        of the wrapped Linear projections)}.
+        of the wrapped Linear projections), "input_layer" (None, or the layer whose input
+        states pass through an InputAdapter first)}.
     """
 
     model_type = "recycled-encoder"
@@ -78,6 +80,39 @@ class BottleneckAdapter(nn.Module):
         return y + self.adapter_up(self.adapter_act(self.adapter_down(self.adapter_dropout(y))))
 
 
+class InputAdapter(nn.Module):
+    """A bottleneck on the states entering a layer: h + up(act(down(dropout(h)))).
+
+    In a recycled run it adapts the cached layer-K states themselves, the one place below the
+    trained layers an adapter can reach without running the lower layers again.
+    """
+
+    def __init__(self, width: int, size: int, activation: str, dropout: float):
+        super().__init__()
+        self.adapter_down = nn.Linear(width, size)
+        self.adapter_act = ACTIVATIONS[activation]()
+        self.adapter_dropout = nn.Dropout(dropout)
+        self.adapter_up = nn.Linear(size, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.adapter_up(self.adapter_act(self.adapter_down(self.adapter_dropout(h))))
+
+
+def _through_input_adapter(layer: nn.Module, args: tuple, kwargs: dict):
+    # Encoders call a layer with its hidden states first, by position or by name.
+    if args:
+        return (layer.input_adapter(args[0]),) + tuple(args[1:]), kwargs
+    name = next(iter(inspect.signature(layer.forward).parameters))
+    return args, {**kwargs, name: layer.input_adapter(kwargs[name])}
+
+
+def attach_input_adapter(layer: nn.Module, adapter: InputAdapter) -> None:
+    """Make `layer` pass its input hidden states through `adapter` (kept as
+    `layer.input_adapter`, so its weights sit in the layer's state dict)."""
+    layer.input_adapter = adapter
+    layer.register_forward_pre_hook(_through_input_adapter, with_kwargs=True)
+
+
 def _add_bottlenecks(base_model: nn.Module, spec: dict) -> None:
     layers = base_model.get_submodule(spec["layers_path"])
     for index in spec["layers"]:
@@ -87,6 +122,10 @@ def _add_bottlenecks(base_model: nn.Module, spec: dict) -> None:
             adapter = BottleneckAdapter(getattr(parent, leaf), spec["size"], spec["activation"],
                                         spec.get("dropout", 0.0))
             setattr(parent, leaf, adapter)
+    if spec.get("input_layer") is not None:
+        width = getattr(base_model.config, "hidden_size", None) or base_model.config.dim
+        attach_input_adapter(layers[spec["input_layer"]], InputAdapter(
+            width, spec["size"], spec["activation"], spec.get("dropout", 0.0)))
 
 
 class _RecycledTaskModel(PreTrainedModel):

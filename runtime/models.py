@@ -153,5 +153,6 @@ def adapter_config(config):
         return cls(kind="lora", r=config.lora_r, alpha=config.lora_alpha,
                    targets=config.lora_targets)
     if config.adapter == "bottleneck":
-        return cls(kind="bottleneck", bottleneck_size=config.bottleneck_size)
+        return cls(kind="bottleneck", bottleneck_size=config.bottleneck_size,
+                   input_adapter=config.input_adapter)
     return cls(kind=config.adapter)

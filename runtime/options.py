@@ -28,6 +28,7 @@ TRAIN_DEFAULTS = {
     "lora_r": 8, "lora_alpha": 16,
     "lora_targets": "all",  # every linear of a layer: the recipe's (docs/RECIPE.md)
     "bottleneck_size": 64, "pooling": "auto",
+    "input_adapter": False,  # bottleneck: also adapt the states entering layer K (RECIPE)
     "class_weighting": "sqrt",  # 1/sqrt(class frequency): the recipe's
     "min_epochs": 1,  # early stopping never stops before this many epochs
     "head_init": "random",

@@ -97,6 +97,9 @@ def _model_options(model) -> None:
                        help="what trains in the encoder layers (none: the head only)")
     model.add_argument("--lora-targets", choices=LORA_TARGETS, default=D["lora_targets"],
                        help="LoRA on query+value (attention) or on every linear of a layer (all)")
+    model.add_argument("--input-adapter", action="store_true",
+                       help="bottleneck: one more adapter on the states entering the lowest "
+                            "trained layer (recycled: the cached layer-K states)")
     model.add_argument("--pooling", choices=("auto",) + POOLINGS, default=D["pooling"],
                        help="seq-cls pooling; auto follows a sentence-transformers checkpoint's "
                             "1_Pooling config, else the architecture's pooler head")
@@ -162,7 +165,7 @@ def _run(args) -> int:
         seed=args.seed, lr=args.lr, weight_decay=args.weight_decay,
         warmup_ratio=args.warmup_ratio, patience=args.patience, adapter=args.adapter,
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_targets=args.lora_targets,
-        bottleneck_size=args.bottleneck_size, pooling=args.pooling, head_lr=args.head_lr,
+        bottleneck_size=args.bottleneck_size, input_adapter=args.input_adapter, pooling=args.pooling, head_lr=args.head_lr,
         class_weighting=args.class_weighting, min_epochs=args.min_epochs,
         head_init=args.head_init,
         max_train_examples=args.max_train_examples,

@@ -118,8 +118,11 @@ def test_adapters_apply_once():
      ({"r": 0}, "adapter r=0; expected a positive integer"),
      ({"dropout": 1.0}, "adapter dropout=1.0; expected 0 <= dropout < 1"),
      ({"activation": "swish"},
-      "adapter activation 'swish' is unknown; expected one of ['gelu', 'relu', 'silu', 'tanh']")],
-    ids=["kind", "rank", "dropout", "activation"],
+      "adapter activation 'swish' is unknown; expected one of ['gelu', 'relu', 'silu', 'tanh']"),
+     ({"kind": "lora", "input_adapter": True},
+      "an input adapter is a bottleneck adapter; it goes with kind 'bottleneck', not 'lora'"),
+     ({"kind": "bottleneck", "input_adapter": 1}, "adapter input_adapter=1; expected true or false")],
+    ids=["kind", "rank", "dropout", "activation", "input-with-lora", "input-not-bool"],
 )
 def test_adapter_config_is_checked(kwargs, message):
     with pytest.raises(RuntimeConfigError) as err:
@@ -196,3 +199,54 @@ def test_load_refuses_other_model(tmp_path):
         load_adapters(other, tmp_path)
     with pytest.raises(RuntimeConfigError, match="cannot read .*recycling_adapters.json"):
         load_adapters(other, tmp_path / "missing")
+
+
+INPUT = AdapterConfig(kind="bottleneck", bottleneck_size=4, dropout=0.0, input_adapter=True)
+
+
+@pytest.mark.parametrize("name", IDS, ids=IDS)
+def test_input_adapter_adapts_exactly_the_cached_states(name):
+    """Recycled: the input adapter maps layer K's input h to h + up(act(down(h))), then the
+    upper layers run as they would on that input; it starts as identity and trains."""
+    plain, hidden, mask = _recycled(name, "bottleneck")
+    model, _, _ = _recycled(name)
+    torch.manual_seed(2)
+    apply_adapters(model, INPUT)
+    with torch.no_grad():
+        assert torch.equal(model(hidden, mask), plain(hidden, mask))  # zero-init: same start
+    _perturb_adapters(model)
+    adapter = model.encoder.layers[0].input_adapter
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {"encoder.layers.0.input_adapter.adapter_down.weight",
+            "encoder.layers.0.input_adapter.adapter_up.weight"} <= trainable
+    without = copy.deepcopy(model)
+    without.encoder.layers[0]._forward_pre_hooks.clear()  # the same weights, no input adapter
+    with torch.no_grad():
+        moved = adapter(hidden)
+        assert not torch.allclose(moved, hidden)
+        assert torch.equal(model.encoder(hidden, mask), without.encoder(moved, mask))
+
+
+def test_input_adapter_sits_on_the_lowest_adapted_layer():
+    model, _, _ = _recycled("bert")
+    apply_adapters(model, INPUT, layers=[3])  # absolute layer 3 = upper layer 1
+    assert hasattr(model.encoder.layers[1], "input_adapter")
+    assert not hasattr(model.encoder.layers[0], "input_adapter")
+    base = make_base("bert")
+    full = full_from_model(base)
+    apply_adapters(full, INPUT)  # every layer adapted: the embeddings' output goes through it
+    assert [hasattr(layer, "input_adapter") for layer in full.layers] == [True] + [False] * 3
+
+
+@pytest.mark.parametrize("name", SAVE_IDS, ids=SAVE_IDS)
+def test_input_adapter_saves_and_loads(tmp_path, name):
+    model, hidden, mask = _recycled(name)
+    torch.manual_seed(2)
+    apply_adapters(model, INPUT)
+    _perturb_adapters(model)
+    save_adapters(model, tmp_path)
+    fresh, _, _ = _recycled(name)
+    fresh.head.load_state_dict(model.head.state_dict())
+    assert load_adapters(fresh, tmp_path) == INPUT
+    with torch.no_grad():
+        assert torch.equal(fresh(hidden, mask), model(hidden, mask))

@@ -78,6 +78,8 @@ TRAIN_BAD = [
     ("lora-alpha-0", ["--lora-alpha", "0"], "lora_alpha must be >= 1"),
     ("bottleneck-0", ["--adapter", "bottleneck", "--bottleneck-size", "0"],
      "bottleneck_size must be >= 1"),
+    ("input-adapter-with-lora", ["--input-adapter"],
+     "input_adapter is a bottleneck adapter; it needs adapter bottleneck, not 'lora'"),
     ("device-tpu", ["--device", "tpu"], "device 'tpu' is not"),
     ("device-garbage", ["--device", "cuda:x"], "device 'cuda:x' is not a torch device"),
     pytest.param("device-cuda-no-gpu", ["--device", "cuda"], "is not available here",

@@ -48,6 +48,9 @@ CASES = [
     ("mpnet", "seq-cls", "lora", "mean", "recycled"),
     ("mpnet", "token-cls", "bottleneck", None, "recycled"),
     ("mpnet", "qa", "lora", None, "recycled"),
+    # bottleneck+input: an input adapter on layer K's input too (a forward pre-hook when exported)
+    ("bert", "seq-cls", "bottleneck+input", "pooler", "recycled"),
+    ("mpnet", "token-cls", "bottleneck+input", None, "recycled"),
 ]
 CASE_IDS = ["-".join(x for x in c if x) for c in CASES]
 
@@ -104,10 +107,12 @@ def trained(families):
     def get(case):
         if case not in runs:
             family, task, adapter, pooling, mode = case
+            adapter, _, extra = adapter.partition("+")
             f = families(family)
             out = f["root"] / ("run-" + "-".join(x for x in case if x))
             train(TrainConfig(cache=f["cache"], labels=f["labels"][task], task=task, out=str(out),
-                              adapter=adapter, pooling=pooling or "auto", mode=mode, **FAST))
+                              adapter=adapter, input_adapter=extra == "input",
+                              pooling=pooling or "auto", mode=mode, **FAST))
             runs[case] = str(out)
         return runs[case]
 
@@ -173,7 +178,7 @@ def test_hf_export_predicts_as_the_run(case, trained, tmp_path):
     run = trained(case)
     out = _export(run, tmp_path / "hf", "hf")
     config = json.loads((out / "config.json").read_text())
-    task, adapter, pooling = case[1], case[2], case[3]
+    task, (adapter, _, extra), pooling = case[1], case[2].partition("+"), case[3]
     custom = adapter == "bottleneck" or pooling in ("cls", "mean")
     assert (out / "modeling_recycled.py").exists() == custom  # code only where needed
     assert ("auto_map" in config) == custom
@@ -182,6 +187,9 @@ def test_hf_export_predicts_as_the_run(case, trained, tmp_path):
     assert f"- test metrics of the run (metrics.json): `{json.dumps(metrics, sort_keys=True)}`" in card
     assert "- K (cached lower layers): 2" in card and f'"adapter": "{adapter}"' in card
     assert '"head_init": "random"' in card  # how the head started is part of the recipe
+    if adapter == "bottleneck":
+        assert f'"input_adapter": {json.dumps(extra == "input")}' in card
+        assert config["bottleneck"]["input_layer"] == (2 if extra == "input" else None)
     assert '"weights_sha256": "' in card.split("cache fingerprint:")[1].splitlines()[0]
     if task != "qa":
         names = json.loads(card.split("labels (id2label): `")[1].split("`")[0])
@@ -261,13 +269,13 @@ def _expected_probs(run: str, texts) -> list:
     return out
 
 
-PIPELINE_CASES = [CASES[0], CASES[8], CASES[5], CASES[6], CASES[9]]
+PIPELINE_CASES = [CASES[0], CASES[8], CASES[5], CASES[6], CASES[9], CASES[11]]
 
 
 @pytest.mark.parametrize("case", PIPELINE_CASES,
                          ids=["-".join(x for x in c if x) for c in PIPELINE_CASES])
 def test_pipeline_in_a_fresh_process(case, trained, tmp_path):
-    task, custom = case[1], case[2] == "bottleneck" or case[3] in ("cls", "mean")
+    task, custom = case[1], case[2].startswith("bottleneck") or case[3] in ("cls", "mean")
     run = trained(case)
     out = _export(run, tmp_path / "hf", "hf")
     if task == "seq-cls":
@@ -378,7 +386,8 @@ def test_onnx_export_predicts_as_the_run(case, trained, tmp_path):
 
 
 def test_onnx_in_a_fresh_process(trained, tmp_path):
-    run = trained(CASES[9])  # MPNet token-cls with bottleneck adapters: custom code in the graph
+    # MPNet token-cls with bottleneck and input adapters: custom code and a hook in the graph
+    run = trained(CASES[12])
     out = _export(run, tmp_path / "onnx", "onnx")
     expected = _runtime_logits(run)
     keys = sorted(expected)

@@ -20,8 +20,11 @@ TOL = 1e-4
 
 
 def _adapt_both(recycled, frozen, kind, tmp_path):
-    """Same adapters (random, non-zero weights) on layers K..N-1 of both models."""
-    apply_adapters(recycled, AdapterConfig(kind=kind, r=2, bottleneck_size=4, dropout=0.0))
+    """Same adapters (random, non-zero weights) on layers K..N-1 of both models; kind
+    "bottleneck+input" adds the input adapter on layer K's input states."""
+    kind, _, extra = kind.partition("+")
+    apply_adapters(recycled, AdapterConfig(kind=kind, r=2, bottleneck_size=4, dropout=0.0,
+                                           input_adapter=extra == "input"))
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for _, p in recycled.encoder.named_parameters():
@@ -37,7 +40,7 @@ def _close(a, b) -> bool:
     return bool((a - b).abs().max() <= TOL)
 
 
-@pytest.mark.parametrize("kind", ["lora", "bottleneck", "finetune"], ids=["lora", "bottleneck", "finetune"])
+@pytest.mark.parametrize("kind", ["lora", "bottleneck", "bottleneck+input", "finetune"])
 @pytest.mark.parametrize("name", IDS, ids=IDS)
 def test_recycled_equals_full_with_adapters(tmp_path, name, kind):
     recycled, frozen, (hidden, ids, mask) = recycled_and_frozen(name, K)
