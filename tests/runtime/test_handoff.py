@@ -196,6 +196,9 @@ def test_hf_export_predicts_as_the_run(case, trained, tmp_path):
         assert config["id2label"] == names
     model = getattr(transformers, task_named(task).auto_class).from_pretrained(
         str(out), trust_remote_code=custom).eval()
+    if extra == "input":  # the trained input adapter arrived, not its zero start
+        ups = [v for k, v in model.state_dict().items() if "input_adapter.adapter_up.weight" in k]
+        assert len(ups) == 1 and ups[0].abs().max() > 0
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
     _assert_same(_runtime_logits(run), lambda feed: hf_logits(model, feed),
                  tokenizer.model_input_names)
