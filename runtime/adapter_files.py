@@ -59,6 +59,10 @@ def save_adapters(model: nn.Module, directory) -> Path:
     config = getattr(stack, "adapter_config", None)
     if config is None:
         raise RuntimeConfigError("the model has no adapters to save; call apply_adapters first")
+    if config.kind == "lora" and config.input_adapter:
+        raise RuntimeConfigError("a LoRA adapter folder is peft's format, which cannot hold the "
+                                 "input adapter; keep the run folder, or export it with "
+                                 "`python -m runtime.export --format hf`")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     prefix = _saved_prefix(stack)

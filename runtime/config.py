@@ -12,8 +12,9 @@ import dataclasses
 import torch
 
 from runtime.options import (ADAPTER_KINDS as ADAPTERS, ADAPTER_LR, CLASS_WEIGHTINGS, FINETUNE_LR,
-                             HEAD_INITS, HEAD_LR_FACTOR, LORA_TARGETS, MAX_AUTO_EPOCHS,
-                             MIN_AUTO_EPOCHS, MIN_STEPS, MODES, TRAIN_DEFAULTS as D)
+                             HEAD_INITS, HEAD_LR_FACTOR, INPUT_ADAPTER_KINDS, LORA_TARGETS,
+                             MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS, MIN_STEPS, MODES,
+                             TRAIN_DEFAULTS as D)
 from runtime.errors import RuntimeConfigError
 from runtime.labels import LabelsConfig
 from runtime.loader import (MAX_BATCH_SIZE, SHUFFLE_WINDOW, TOKEN_BUDGET, WINDOWS_PER_BLOCK,
@@ -42,7 +43,7 @@ class TrainConfig:
     lora_alpha: int = D["lora_alpha"]
     lora_targets: str = D["lora_targets"]  # all: every linear of a layer; attention: q and v
     bottleneck_size: int = D["bottleneck_size"]
-    input_adapter: bool = D["input_adapter"]  # bottleneck: adapt the states entering layer K too
+    input_adapter: bool = D["input_adapter"]  # lora/bottleneck: adapt the states entering layer K
     pooling: str = D["pooling"]  # seq-cls: auto | pooler | cls | mean (runtime.pooling)
     head_lr: float | None = None  # None: HEAD_LR_FACTOR x the encoder's (head_learning_rate)
     class_weighting: str = D["class_weighting"]  # sqrt: weights 1/sqrt(class frequency) | none
@@ -82,9 +83,9 @@ class TrainConfig:
         if self.head_init not in HEAD_INITS:
             raise RuntimeConfigError(f"head_init {self.head_init!r} is not one of "
                                      f"{', '.join(HEAD_INITS)}")
-        if self.input_adapter and self.adapter != "bottleneck":
-            raise RuntimeConfigError(f"input_adapter is a bottleneck adapter; it needs adapter "
-                                     f"bottleneck, not {self.adapter!r} (--adapter bottleneck)")
+        if self.input_adapter and self.adapter not in INPUT_ADAPTER_KINDS:
+            raise RuntimeConfigError(f"input_adapter goes with adapter lora or bottleneck, not "
+                                     f"{self.adapter!r}")
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise RuntimeConfigError(f"max_train_examples must be >= 1, got {self.max_train_examples}")
         _check_ranges(self)

@@ -127,13 +127,16 @@ def hf_config(run: TrainedRun, *, remote: bool):
 
 
 def _bottleneck_spec(run: TrainedRun) -> dict | None:
+    """The bottleneck adapters handoff_modeling adds: the layers' (bottleneck runs) and the
+    input adapter (bottleneck or LoRA runs; LoRA itself is merged into the weights)."""
     adapter = getattr(run.stack, "adapter_config", None)
-    if adapter is None or adapter.kind != "bottleneck":
+    if adapter is None or not (adapter.kind == "bottleneck" or adapter.input_adapter):
         return None
-    family = run.stack.family
+    family, layered = run.stack.family, adapter.kind == "bottleneck"
     return {"size": adapter.bottleneck_size, "activation": adapter.activation,
-            "dropout": adapter.dropout, "layers": list(run.stack.adapter_layers),
-            "layers_path": family.layers_path, "targets": list(family.bottleneck_targets),
+            "dropout": adapter.dropout, "layers": list(run.stack.adapter_layers) if layered else [],
+            "layers_path": family.layers_path,
+            "targets": list(family.bottleneck_targets) if layered else [],
             "input_layer": min(run.stack.adapter_layers) if adapter.input_adapter else None}
 
 

@@ -52,8 +52,10 @@ def write_card(run, folder: Path, fmt: str, summary: dict) -> None:
               "head_init": c.head_init}
     if c.adapter == "lora":
         recipe.update(lora_r=c.lora_r, lora_alpha=c.lora_alpha)
-    if c.adapter == "bottleneck":
-        recipe.update(bottleneck_size=c.bottleneck_size, input_adapter=c.input_adapter)
+    if c.adapter in ("lora", "bottleneck"):
+        recipe.update(input_adapter=c.input_adapter)
+    if c.adapter == "bottleneck" or c.input_adapter:
+        recipe.update(bottleneck_size=c.bottleneck_size)
     trust = ", trust_remote_code=True" if summary.get("remote_code") else ""
     pipe = (f'classify = pipeline("{run.task.pipeline}", model="{folder.name}"{trust})\n'
             if run.task.pipeline else "")

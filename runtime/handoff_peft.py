@@ -29,6 +29,9 @@ def write_peft(run, folder: Path) -> dict:
     if run.config.adapter != "lora":
         raise RuntimeConfigError(f"run {run.path!r} trained {run.config.adapter!r}, not LoRA; "
                                  "--format peft exports LoRA runs only: use --format hf")
+    if run.config.input_adapter:
+        raise RuntimeConfigError(f"run {run.path!r} has an input adapter, which a peft LoRA "
+                                 "folder cannot hold; use --format hf or onnx")
     base_dir = None
     if run.remote_code:  # the head has no transformers class: ship the base beside the adapter
         base_dir = folder / BASE_FOLDER

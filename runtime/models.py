@@ -151,7 +151,8 @@ def adapter_config(config):
     from runtime.adapters import AdapterConfig as cls
     if config.adapter == "lora":
         return cls(kind="lora", r=config.lora_r, alpha=config.lora_alpha,
-                   targets=config.lora_targets)
+                   targets=config.lora_targets, input_adapter=config.input_adapter,
+                   bottleneck_size=config.bottleneck_size)
     if config.adapter == "bottleneck":
         return cls(kind="bottleneck", bottleneck_size=config.bottleneck_size,
                    input_adapter=config.input_adapter)

@@ -8,6 +8,7 @@ TASK_NAMES = ("seq-cls", "token-cls", "qa")
 BUILTIN_TASK_NAMES = ("bbc-news", "wnut16")  # the built-in data sets (runtime.datasets)
 MODES = ("recycled", "full", "frozen")
 ADAPTER_KINDS = ("lora", "bottleneck", "finetune", "none")
+INPUT_ADAPTER_KINDS = ("lora", "bottleneck")  # the kinds --input-adapter goes with
 LORA_TARGETS = ("attention", "all")  # attention: query and value only; all: every linear
 POOLINGS = ("pooler", "cls", "mean")  # seq-cls heads; the CLI also offers "auto"
 CLASS_WEIGHTINGS = ("none", "sqrt")
@@ -28,7 +29,7 @@ TRAIN_DEFAULTS = {
     "lora_r": 8, "lora_alpha": 16,
     "lora_targets": "all",  # every linear of a layer: the recipe's (docs/RECIPE.md)
     "bottleneck_size": 64, "pooling": "auto",
-    "input_adapter": False,  # bottleneck: also adapt the states entering layer K (RECIPE)
+    "input_adapter": False,  # also adapt the states entering layer K (docs/RECIPE.md)
     "class_weighting": "sqrt",  # 1/sqrt(class frequency): the recipe's
     "min_epochs": 1,  # early stopping never stops before this many epochs
     "head_init": "random",

@@ -98,8 +98,9 @@ def _model_options(model) -> None:
     model.add_argument("--lora-targets", choices=LORA_TARGETS, default=D["lora_targets"],
                        help="LoRA on query+value (attention) or on every linear of a layer (all)")
     model.add_argument("--input-adapter", action="store_true",
-                       help="bottleneck: one more adapter on the states entering the lowest "
-                            "trained layer (recycled: the cached layer-K states)")
+                       help="lora or bottleneck: also a bottleneck adapter (--bottleneck-size "
+                            "wide) on the states entering the lowest trained layer (recycled: "
+                            "the cached layer-K states)")
     model.add_argument("--pooling", choices=("auto",) + POOLINGS, default=D["pooling"],
                        help="seq-cls pooling; auto follows a sentence-transformers checkpoint's "
                             "1_Pooling config, else the architecture's pooler head")

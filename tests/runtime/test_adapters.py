@@ -119,10 +119,10 @@ def test_adapters_apply_once():
      ({"dropout": 1.0}, "adapter dropout=1.0; expected 0 <= dropout < 1"),
      ({"activation": "swish"},
       "adapter activation 'swish' is unknown; expected one of ['gelu', 'relu', 'silu', 'tanh']"),
-     ({"kind": "lora", "input_adapter": True},
-      "an input adapter is a bottleneck adapter; it goes with kind 'bottleneck', not 'lora'"),
+     ({"kind": "finetune", "input_adapter": True},
+      "an input adapter goes with kind 'lora' or 'bottleneck', not 'finetune'"),
      ({"kind": "bottleneck", "input_adapter": 1}, "adapter input_adapter=1; expected true or false")],
-    ids=["kind", "rank", "dropout", "activation", "input-with-lora", "input-not-bool"],
+    ids=["kind", "rank", "dropout", "activation", "input-with-finetune", "input-not-bool"],
 )
 def test_adapter_config_is_checked(kwargs, message):
     with pytest.raises(RuntimeConfigError) as err:
@@ -204,14 +204,15 @@ def test_load_refuses_other_model(tmp_path):
 INPUT = AdapterConfig(kind="bottleneck", bottleneck_size=4, dropout=0.0, input_adapter=True)
 
 
+@pytest.mark.parametrize("kind", ["lora", "bottleneck"])
 @pytest.mark.parametrize("name", IDS, ids=IDS)
-def test_input_adapter_adapts_exactly_the_cached_states(name):
+def test_input_adapter_adapts_exactly_the_cached_states(name, kind):
     """Recycled: the input adapter maps layer K's input h to h + up(act(down(h))), then the
     upper layers run as they would on that input; it starts as identity and trains."""
-    plain, hidden, mask = _recycled(name, "bottleneck")
+    plain, hidden, mask = _recycled(name, kind)
     model, _, _ = _recycled(name)
     torch.manual_seed(2)
-    apply_adapters(model, INPUT)
+    apply_adapters(model, dataclasses.replace(INPUT, kind=kind, r=2))
     with torch.no_grad():
         assert torch.equal(model(hidden, mask), plain(hidden, mask))  # zero-init: same start
     _perturb_adapters(model)
@@ -250,3 +251,11 @@ def test_input_adapter_saves_and_loads(tmp_path, name):
     assert load_adapters(fresh, tmp_path) == INPUT
     with torch.no_grad():
         assert torch.equal(fresh(hidden, mask), model(hidden, mask))
+
+
+def test_lora_with_an_input_adapter_is_not_saved_as_a_peft_folder(tmp_path):
+    model, _, _ = _recycled("bert")
+    apply_adapters(model, dataclasses.replace(INPUT, kind="lora"))
+    with pytest.raises(RuntimeConfigError, match="cannot hold the input adapter"):
+        save_adapters(model, tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing half-written

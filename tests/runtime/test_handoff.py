@@ -51,6 +51,7 @@ CASES = [
     # bottleneck+input: an input adapter on layer K's input too (a forward pre-hook when exported)
     ("bert", "seq-cls", "bottleneck+input", "pooler", "recycled"),
     ("mpnet", "token-cls", "bottleneck+input", None, "recycled"),
+    ("roberta", "token-cls", "lora+input", None, "recycled"),  # LoRA merged, the input adapter kept
 ]
 CASE_IDS = ["-".join(x for x in c if x) for c in CASES]
 
@@ -179,7 +180,7 @@ def test_hf_export_predicts_as_the_run(case, trained, tmp_path):
     out = _export(run, tmp_path / "hf", "hf")
     config = json.loads((out / "config.json").read_text())
     task, (adapter, _, extra), pooling = case[1], case[2].partition("+"), case[3]
-    custom = adapter == "bottleneck" or pooling in ("cls", "mean")
+    custom = adapter == "bottleneck" or extra == "input" or pooling in ("cls", "mean")
     assert (out / "modeling_recycled.py").exists() == custom  # code only where needed
     assert ("auto_map" in config) == custom
     card = (out / "README.md").read_text()  # the model card: provenance, recipe, metrics
@@ -187,9 +188,10 @@ def test_hf_export_predicts_as_the_run(case, trained, tmp_path):
     assert f"- test metrics of the run (metrics.json): `{json.dumps(metrics, sort_keys=True)}`" in card
     assert "- K (cached lower layers): 2" in card and f'"adapter": "{adapter}"' in card
     assert '"head_init": "random"' in card  # how the head started is part of the recipe
-    if adapter == "bottleneck":
+    if adapter in ("lora", "bottleneck"):
         assert f'"input_adapter": {json.dumps(extra == "input")}' in card
-        assert config["bottleneck"]["input_layer"] == (2 if extra == "input" else None)
+    if custom:
+        assert (config["bottleneck"] or {}).get("input_layer") == (2 if extra == "input" else None)
     assert '"weights_sha256": "' in card.split("cache fingerprint:")[1].splitlines()[0]
     if task != "qa":
         names = json.loads(card.split("labels (id2label): `")[1].split("`")[0])
@@ -345,9 +347,10 @@ def _one_line_error(capsys, expected: str):
 
 @pytest.mark.parametrize("args, message", [
     (["--format", "peft"], "exports LoRA runs only"),
+    (["--format", "peft", "--run", "lora+input"], "has an input adapter, which a peft LoRA folder"),
     (["--run", "{tmp}/nowhere"], "is not a finished run folder"),
     (["--out", "{tmp}/taken"], "already exists and is not an empty folder"),
-], ids=["peft-of-finetune", "no-run", "out-taken"])
+], ids=["peft-of-finetune", "peft-of-lora-with-input", "no-run", "out-taken"])
 def test_bad_input_exit_2_and_nothing_written(args, message, trained, tmp_path, capsys):
     from runtime.export import main
 
@@ -355,7 +358,7 @@ def test_bad_input_exit_2_and_nothing_written(args, message, trained, tmp_path, 
     (tmp_path / "taken" / "keep.txt").write_text("mine")
     argv = {"--run": trained(CASES[1]), "--out": str(tmp_path / "new"), "--format": "hf"}
     for flag, value in zip(args[::2], args[1::2]):
-        argv[flag] = value.format(tmp=tmp_path)
+        argv[flag] = trained(CASES[13]) if value == "lora+input" else value.format(tmp=tmp_path)
     capsys.readouterr()  # the training's progress output
     assert main([x for kv in argv.items() for x in kv]) == 2
     _one_line_error(capsys, message)
