@@ -10,10 +10,11 @@ the same layers in the upper stack and in the full encoder) and returns the trai
     bottleneck  Houlsby: a bottleneck (down, activation, up) after the attention-output and the
                 FFN-output projections of each layer; the up-projection starts at zero, so the
                 adapted model starts equal to the base model
-    input_adapter (with lora or bottleneck) one more bottleneck on the states entering the
-                lowest adapted layer: in a recycled run, the cached layer-K states
     finetune    the listed layers train as they are
     none        nothing in the encoder trains (a linear probe: the head only)
+
+With `input_adapter` (lora or bottleneck), one more bottleneck adapter sits on the states
+entering the lowest adapted layer: in a recycled run, the cached layer-K states.
 
 `merge_adapters(model)` folds LoRA into the base weights for inference (`unmerge_adapters` undoes
 it). Saving and loading adapter folders is runtime.adapter_files'.
@@ -66,7 +67,8 @@ class AdapterConfig:
             raise RuntimeConfigError(f"adapter targets {self.targets!r} is unknown; expected one of "
                                      f"{list(LORA_TARGETS)}")
         if not isinstance(self.input_adapter, bool):
-            raise RuntimeConfigError(f"adapter input_adapter={self.input_adapter!r}; expected true or false")
+            raise RuntimeConfigError(
+                f"adapter input_adapter={self.input_adapter!r}; expected true or false")
         if self.input_adapter and self.kind not in INPUT_ADAPTER_KINDS:
             raise RuntimeConfigError(f"an input adapter goes with kind 'lora' or 'bottleneck', "
                                      f"not {self.kind!r}")
@@ -213,11 +215,11 @@ def apply_adapters(model: nn.Module, config: AdapterConfig, layers=None) -> list
         _add_lora(stack, config, chosen)
     elif config.kind == "bottleneck":
         _add_bottlenecks(stack, config, chosen)
-    if config.input_adapter:  # after the layers' adapters: kept runs draw weights in this order
-        _add_input_adapter(stack, config, chosen)
     elif config.kind == "finetune":
         for i in chosen:
             stack.layers[i - stack.layer].requires_grad_(True)
+    if config.input_adapter:  # after the layers' adapters: kept runs draw weights in this order
+        _add_input_adapter(stack, config, chosen)
     for name, p in stack.named_parameters():  # peft marks its own; make bottlenecks explicit
         if "adapter_down" in name or "adapter_up" in name or "lora_" in name:
             p.requires_grad_(True)
