@@ -77,6 +77,12 @@ class AdapterConfig:
                 f"adapter activation {self.activation!r} is unknown; expected one of {sorted(ACTIVATIONS)}"
             )
 
+    @property
+    def has_bottlenecks(self) -> bool:
+        """Whether any bottleneck module is added (the layers' or the input adapter): what
+        transformers' own classes cannot express, so an export needs modeling_recycled."""
+        return self.kind == "bottleneck" or self.input_adapter
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

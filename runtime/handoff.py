@@ -130,7 +130,7 @@ def _bottleneck_spec(run: TrainedRun) -> dict | None:
     """The bottleneck adapters handoff_modeling adds: the layers' (bottleneck runs) and the
     input adapter (bottleneck or LoRA runs; LoRA itself is merged into the weights)."""
     adapter = getattr(run.stack, "adapter_config", None)
-    if adapter is None or not (adapter.kind == "bottleneck" or adapter.input_adapter):
+    if adapter is None or not adapter.has_bottlenecks:
         return None
     family, layered = run.stack.family, adapter.kind == "bottleneck"
     return {"size": adapter.bottleneck_size, "activation": adapter.activation,

@@ -54,7 +54,7 @@ def write_card(run, folder: Path, fmt: str, summary: dict) -> None:
         recipe.update(lora_r=c.lora_r, lora_alpha=c.lora_alpha)
     if c.adapter in ("lora", "bottleneck"):
         recipe.update(input_adapter=c.input_adapter)
-    if c.adapter == "bottleneck" or c.input_adapter:
+    if run.stack.adapter_config.has_bottlenecks:
         recipe.update(bottleneck_size=c.bottleneck_size)
     trust = ", trust_remote_code=True" if summary.get("remote_code") else ""
     pipe = (f'classify = pipeline("{run.task.pipeline}", model="{folder.name}"{trust})\n'

@@ -50,7 +50,7 @@ class TrainedRun:
     def remote_code(self) -> bool:
         """True when transformers' own classes cannot express the model (see module doc)."""
         pooled = self.task.pools and self.pooling in ("cls", "mean")
-        return pooled or self.config.adapter == "bottleneck" or self.config.input_adapter
+        return pooled or self.stack.adapter_config.has_bottlenecks
 
 
 def load_trained_run(run: str) -> TrainedRun:

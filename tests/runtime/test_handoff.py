@@ -56,6 +56,12 @@ CASES = [
 CASE_IDS = ["-".join(x for x in c if x) for c in CASES]
 
 
+def _custom(case) -> bool:
+    """Whether the export needs modeling_recycled: bottleneck modules or a cls/mean head."""
+    adapter, _, extra = case[2].partition("+")
+    return adapter == "bottleneck" or extra == "input" or case[3] in ("cls", "mean")
+
+
 def _save_family(name: str, folder) -> str:
     import transformers
     from transformers import AutoModel, BertTokenizerFast
@@ -179,8 +185,7 @@ def test_hf_export_predicts_as_the_run(case, trained, tmp_path):
     run = trained(case)
     out = _export(run, tmp_path / "hf", "hf")
     config = json.loads((out / "config.json").read_text())
-    task, (adapter, _, extra), pooling = case[1], case[2].partition("+"), case[3]
-    custom = adapter == "bottleneck" or extra == "input" or pooling in ("cls", "mean")
+    task, (adapter, _, extra), custom = case[1], case[2].partition("+"), _custom(case)
     assert (out / "modeling_recycled.py").exists() == custom  # code only where needed
     assert ("auto_map" in config) == custom
     card = (out / "README.md").read_text()  # the model card: provenance, recipe, metrics
@@ -280,7 +285,7 @@ PIPELINE_CASES = [CASES[0], CASES[8], CASES[5], CASES[6], CASES[9], CASES[11]]
 @pytest.mark.parametrize("case", PIPELINE_CASES,
                          ids=["-".join(x for x in c if x) for c in PIPELINE_CASES])
 def test_pipeline_in_a_fresh_process(case, trained, tmp_path):
-    task, custom = case[1], case[2].startswith("bottleneck") or case[3] in ("cls", "mean")
+    task, custom = case[1], _custom(case)
     run = trained(case)
     out = _export(run, tmp_path / "hf", "hf")
     if task == "seq-cls":
