@@ -79,7 +79,16 @@ def run_one(config: FidelityConfig, name: str, seed: int, cache: str, labels: st
             "head_learning_rate": train_config.head_learning_rate,
             # seconds are only comparable on one machine, and sessions change machines
             "cpu": cpu_description(), "torch_threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%d")}
+            "date": time.strftime("%Y-%m-%d"), **_gpu_description(train_config.device)}
+
+
+def _gpu_description(device: str) -> dict:
+    """{"gpu": name} for a run on a GPU: its seconds and float rounding are that card's."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return {}
+    return {"gpu": torch.cuda.get_device_name(torch.device(device))}
 
 
 def compare(config: FidelityConfig, layer: int | None = None, log=print) -> list:
@@ -160,11 +169,13 @@ def _full_counterpart(config: str) -> str:
 
 
 def _cpu_label(record: dict) -> str | None:
-    """"name (family F model M)" of the CPU a run recorded, None for runs from before the field."""
+    """"name (family F model M)" of the CPU a run recorded, "+ GPU name" for a GPU run, None
+    for runs from before the field."""
     cpu = record.get("cpu")
     if not cpu:
         return None
-    return f"{cpu.get('model_name')} (family {cpu.get('family')} model {cpu.get('model')})"
+    label = f"{cpu.get('model_name')} (family {cpu.get('family')} model {cpu.get('model')})"
+    return f"{label} + {record['gpu']}" if record.get("gpu") else label
 
 
 def _lr_key(record: dict):
@@ -192,8 +203,10 @@ def _recipe_label(recipe: tuple) -> str:
     return _lr_label(lr) + (f" {_variant_label(variant)}" if variant else "")
 
 
-# TrainConfig fields that name the run rather than its recipe, or that the lr key stands for
-_RUN_FIELDS = {"seed", "mode", "adapter", "layer", "device", "overwrite", "resume", "corpus",
+# TrainConfig fields that name the run rather than its recipe, or that the lr key stands for.
+# The device is not among them: a GPU run of a seed draws other dropout masks and rounds
+# otherwise than the CPU run of that seed, so the two are kept apart, never averaged as one.
+_RUN_FIELDS = {"seed", "mode", "adapter", "layer", "overwrite", "resume", "corpus",
                "lr", "head_lr", "prefetch_depth"}
 
 

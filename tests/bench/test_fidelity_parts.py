@@ -172,6 +172,24 @@ def test_a_run_records_the_cpu_it_ran_on(monkeypatch, tmp_path):
     assert record["cpu"]["model_name"] == "Xeon" and record["torch_threads"] >= 1
 
 
+def test_a_gpu_run_records_the_card_and_a_cpu_run_records_none(monkeypatch, tmp_path):
+    import torch
+
+    import runtime.trainer
+
+    monkeypatch.setattr(runtime.trainer, "train", lambda config: {"f1": 0.5})
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100")
+    # TrainConfig checks that a cuda device exists: this machine has none
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    on_gpu = fidelity.run_one(fidelity.FidelityConfig(device="cuda"), "recycled-lora", 0, "c",
+                              "l", "token-cls", 3, str(tmp_path))
+    assert on_gpu["gpu"] == "NVIDIA H100" and on_gpu["train_config"]["device"] == "cuda"
+    on_cpu = fidelity.run_one(fidelity.FidelityConfig(), "recycled-lora", 0, "c", "l",
+                              "token-cls", 3, str(tmp_path))
+    assert "gpu" not in on_cpu
+
+
 def test_summary_marks_seconds_averaged_over_more_than_one_cpu():
     def on(cpu_model, seed):
         return dict(_record("full-lora", seed, 0.5),
@@ -274,6 +292,26 @@ def _two_rate_runs():
              ((0, 0.43, 0.50), (1, 0.45, 0.50))] +
             [_at_lr("full-lora", s, v, 3e-3, dev=d) for s, v, d in
              ((0, 0.39, 0.45), (1, 0.41, 0.45), (2, 0.60, 0.90))])
+
+
+def test_gpu_and_cpu_runs_of_one_recipe_and_seed_stay_apart():
+    # the same seed on a GPU draws other dropout masks: it is another sample, not a repeat
+    cpu = [_at_lr(c, 0, v, 1e-3, device="cpu") for c, v in
+           (("recycled-lora", 0.40), ("full-lora", 0.44))]
+    gpu = [dict(_at_lr(c, 0, v, 1e-3, device="cuda"), gpu="NVIDIA H100",
+                cpu={"model_name": "EPYC", "family": "25", "model": "1"})
+           for c, v in (("recycled-lora", 0.50), ("full-lora", 0.51))]
+    rows = fidelity.summarize(cpu + gpu)
+    assert [(r["config"], r["variant"], r["mean"]) for r in rows] == [
+        ("recycled-lora", (("device", '"cpu"'),), pytest.approx(40.0)),
+        ("full-lora", (("device", '"cpu"'),), pytest.approx(44.0)),
+        ("recycled-lora", (("device", '"cuda"'),), pytest.approx(50.0)),
+        ("full-lora", (("device", '"cuda"'),), pytest.approx(51.0))]
+    assert rows[2]["cpus"] == ["EPYC (family 25 model 1) + NVIDIA H100"]
+    gaps = {f["recipe"][1]: f["mean_gap"] for f in fidelity.paired_gaps(cpu + gpu)}
+    assert gaps == {(("device", '"cpu"'),): pytest.approx(-4.0),
+                    (("device", '"cuda"'),): pytest.approx(-1.0)}
+    assert fidelity.recipe_conflicts(cpu) == {}  # one device: nothing to tell apart
 
 
 def test_paired_gaps_pair_the_same_learning_rate_by_default():
