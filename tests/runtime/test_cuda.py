@@ -36,10 +36,17 @@ def no_tf32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
+# LoRA alone, and a bottleneck with the input adapter (a submodule run by a forward pre-hook,
+# which must move with the layer it sits on)
+ADAPTERS = {"lora": dict(kind="lora", r=2),
+            "bottleneck+input": dict(kind="bottleneck", bottleneck_size=4, input_adapter=True)}
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
 @pytest.mark.parametrize("name", IDS, ids=IDS)
-def test_upper_stack_on_cuda_computes_what_it_computes_on_cpu(name):
+def test_upper_stack_on_cuda_computes_what_it_computes_on_cpu(name, adapter):
     cpu, _, (hidden, _, mask) = recycled_and_frozen(name, K)
-    apply_adapters(cpu, AdapterConfig(kind="lora", r=2, dropout=0.0))
+    apply_adapters(cpu, AdapterConfig(dropout=0.0, **ADAPTERS[adapter]))
     gpu = copy.deepcopy(cpu).cuda()
     labels = torch.tensor([0, 2, 1])
     for model, dev in ((cpu, "cpu"), (gpu, "cuda")):
@@ -61,8 +68,10 @@ def _config(tiny_task, out, **kw):
     return TrainConfig(**base)
 
 
-def test_a_run_trained_on_cuda_learns_and_predicts_the_same_on_cpu(tiny_task, tmp_path):
-    metrics = train(_config(tiny_task, tmp_path / "run"))
+@pytest.mark.parametrize("input_adapter", [False, True])
+def test_a_run_trained_on_cuda_learns_and_predicts_the_same_on_cpu(tiny_task, tmp_path,
+                                                                   input_adapter):
+    metrics = train(_config(tiny_task, tmp_path / "run", input_adapter=input_adapter))
     assert metrics["accuracy"] >= 0.75  # the CPU test's bar: the topic is the first word
     keys = [json.loads(line)["id"] for line in open(tiny_task["seq_labels"])][:20]
     on_gpu = predict_keys(load_run(str(tmp_path / "run"), device="cuda"), keys)
