@@ -237,7 +237,14 @@ def _train_config(record: dict) -> dict:
     from runtime.run_folder import recorded_train_fields
 
     config = record.get("train_config")
-    return recorded_train_fields(config) if config else {}
+    if not config:
+        return {}
+    fields = recorded_train_fields(config)
+    if fields.get("input_adapter") and fields.get("input_adapter_size") is None:
+        # None means "as wide as the layers' adapters": resolved, so that width 384 and the
+        # default never pool (a None would match any width in recipe_conflicts)
+        fields["input_adapter_size"] = fields.get("bottleneck_size")
+    return fields
 
 
 def _recipe_group(record: dict) -> tuple:

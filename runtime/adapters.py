@@ -51,6 +51,8 @@ class AdapterConfig:
     input_adapter: bool = field(default=False, metadata={
         "help": "lora or bottleneck: also a bottleneck adapter (bottleneck_size wide) on the states "
                 "entering the lowest adapted layer (in a recycled run, the cached layer-K states)"})
+    input_size: int | None = field(default=None, metadata={
+        "help": "the input adapter's width; None: bottleneck_size"})
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -72,6 +74,14 @@ class AdapterConfig:
         if self.input_adapter and self.kind not in INPUT_ADAPTER_KINDS:
             raise RuntimeConfigError(f"an input adapter goes with kind 'lora' or 'bottleneck', "
                                      f"not {self.kind!r}")
+        if self.input_size is not None:
+            if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) \
+                    or self.input_size < 1:
+                raise RuntimeConfigError(
+                    f"adapter input_size={self.input_size!r}; expected a positive integer")
+            if not self.input_adapter:
+                raise RuntimeConfigError("adapter input_size is the input adapter's width; it "
+                                         "needs input_adapter")
         if self.activation not in ACTIVATIONS:
             raise RuntimeConfigError(
                 f"adapter activation {self.activation!r} is unknown; expected one of {sorted(ACTIVATIONS)}"
@@ -82,6 +92,11 @@ class AdapterConfig:
         """Whether any bottleneck module is added (the layers' or the input adapter): what
         transformers' own classes cannot express, so an export needs modeling_recycled."""
         return self.kind == "bottleneck" or self.input_adapter
+
+    @property
+    def input_width(self) -> int:
+        """The input adapter's bottleneck width: its own, else the layers' adapters'."""
+        return self.input_size if self.input_size is not None else self.bottleneck_size
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -197,7 +212,7 @@ def _add_input_adapter(stack, config: AdapterConfig, layers) -> None:
     # Measured (README, RECIPE): on WNUT-16 the adapters below K are what full-bottleneck
     # gains by; in a recycled run this one adapts the cached states in their place.
     lowest = stack.layers[min(layers) - stack.layer]
-    attach_input_adapter(lowest, InputAdapter(hidden_size(stack.config), config.bottleneck_size,
+    attach_input_adapter(lowest, InputAdapter(hidden_size(stack.config), config.input_width,
                                               config.activation, config.dropout))
 
 

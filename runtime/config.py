@@ -44,6 +44,7 @@ class TrainConfig:
     lora_targets: str = D["lora_targets"]  # all: every linear of a layer; attention: q and v
     bottleneck_size: int = D["bottleneck_size"]
     input_adapter: bool = D["input_adapter"]  # lora/bottleneck: adapt the states entering layer K
+    input_adapter_size: int | None = D["input_adapter_size"]  # None: bottleneck_size
     pooling: str = D["pooling"]  # seq-cls: auto | pooler | cls | mean (runtime.pooling)
     head_lr: float | None = None  # None: HEAD_LR_FACTOR x the encoder's (head_learning_rate)
     class_weighting: str = D["class_weighting"]  # sqrt: weights 1/sqrt(class frequency) | none
@@ -86,6 +87,9 @@ class TrainConfig:
         if self.input_adapter and self.adapter not in INPUT_ADAPTER_KINDS:
             raise RuntimeConfigError(f"input_adapter goes with adapter lora or bottleneck, not "
                                      f"{self.adapter!r}")
+        if self.input_adapter_size is not None and not self.input_adapter:
+            raise RuntimeConfigError("input_adapter_size is the input adapter's width; it needs "
+                                     "input_adapter (--input-adapter)")
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise RuntimeConfigError(f"max_train_examples must be >= 1, got {self.max_train_examples}")
         _check_ranges(self)
@@ -128,6 +132,7 @@ _RANGES = {
     "lora_r": (1, None, "the rank of the LoRA update"),
     "lora_alpha": (1, None, "LoRA's scale is alpha / r"),
     "bottleneck_size": (1, None, "the width of the adapter's bottleneck"),
+    "input_adapter_size": (1, None, "the width of the input adapter's bottleneck"),
     "token_budget": (1, None, "padded tokens per batch; at least the longest record's length"),
     "max_batch_size": (1, None, "examples per batch"),
     "shuffle_window": (1, None, "keys read together"),

@@ -137,7 +137,8 @@ def _bottleneck_spec(run: TrainedRun) -> dict | None:
             "dropout": adapter.dropout, "layers": list(run.stack.adapter_layers) if layered else [],
             "layers_path": family.layers_path,
             "targets": list(family.bottleneck_targets) if layered else [],
-            "input_layer": min(run.stack.adapter_layers) if adapter.input_adapter else None}
+            "input_layer": min(run.stack.adapter_layers) if adapter.input_adapter else None,
+            "input_size": adapter.input_width if adapter.input_adapter else None}
 
 
 def build_hf_model(run: TrainedRun, *, adapted: bool = True, remote: bool | None = None):

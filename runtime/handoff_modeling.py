@@ -41,7 +41,8 @@ class RecycledEncoderConfig(PretrainedConfig):
     bottleneck: None, or {"size", "activation", "dropout", "layers" (absolute layer numbers),
         "layers_path" (the layer list inside the base model), "targets" (layer-relative paths
         of the wrapped Linear projections), "input_layer" (None, or the layer whose input
-        states pass through an InputAdapter first)}.
+        states pass through an InputAdapter first), "input_size" (that adapter's width;
+        absent in folders from before it could differ from "size")}.
     """
 
     model_type = "recycled-encoder"
@@ -125,7 +126,8 @@ def _add_bottlenecks(base_model: nn.Module, spec: dict) -> None:
     if spec.get("input_layer") is not None:
         width = getattr(base_model.config, "hidden_size", None) or base_model.config.dim
         attach_input_adapter(layers[spec["input_layer"]], InputAdapter(
-            width, spec["size"], spec["activation"], spec.get("dropout", 0.0)))
+            width, spec.get("input_size") or spec["size"], spec["activation"],
+            spec.get("dropout", 0.0)))
 
 
 class _RecycledTaskModel(PreTrainedModel):

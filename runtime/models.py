@@ -152,8 +152,8 @@ def adapter_config(config):
     if config.adapter == "lora":
         return cls(kind="lora", r=config.lora_r, alpha=config.lora_alpha,
                    targets=config.lora_targets, input_adapter=config.input_adapter,
-                   bottleneck_size=config.bottleneck_size)
+                   bottleneck_size=config.bottleneck_size, input_size=config.input_adapter_size)
     if config.adapter == "bottleneck":
         return cls(kind="bottleneck", bottleneck_size=config.bottleneck_size,
-                   input_adapter=config.input_adapter)
+                   input_adapter=config.input_adapter, input_size=config.input_adapter_size)
     return cls(kind=config.adapter)

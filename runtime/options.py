@@ -30,6 +30,7 @@ TRAIN_DEFAULTS = {
     "lora_targets": "all",  # every linear of a layer: the recipe's (docs/RECIPE.md)
     "bottleneck_size": 64, "pooling": "auto",
     "input_adapter": False,  # also adapt the states entering layer K (docs/RECIPE.md)
+    "input_adapter_size": None,  # the input adapter's width; None: bottleneck_size
     "class_weighting": "sqrt",  # 1/sqrt(class frequency): the recipe's
     "min_epochs": 1,  # early stopping never stops before this many epochs
     "head_init": "random",

@@ -101,6 +101,8 @@ def _model_options(model) -> None:
                        help="lora or bottleneck: also a bottleneck adapter (--bottleneck-size "
                             "wide) on the states entering the lowest trained layer (recycled: "
                             "the cached layer-K states)")
+    model.add_argument("--input-adapter-size", type=int, default=D["input_adapter_size"],
+                       help="the input adapter's width (default: --bottleneck-size)")
     model.add_argument("--pooling", choices=("auto",) + POOLINGS, default=D["pooling"],
                        help="seq-cls pooling; auto follows a sentence-transformers checkpoint's "
                             "1_Pooling config, else the architecture's pooler head")
@@ -144,8 +146,8 @@ def user_errors() -> tuple:
 
 
 def _run(args) -> int:
-    from runtime.datasets import prepare_builtin
-    from runtime.trainer import TrainConfig, train
+    from runtime.datasets import get_task, prepare_builtin
+    from runtime.trainer import train
 
     cache, labels, task, overwrite = args.cache, args.labels, args.task, args.overwrite
     epochs = args.epochs
@@ -153,6 +155,9 @@ def _run(args) -> int:
         if labels is not None:
             raise RuntimeConfigError("--labels needs --cache (the cache those keys are in); "
                                      "pass both, or neither for a built-in task")
+        # the options are checked before the built-in cache is built (minutes, the first time)
+        _train_config(args, cache="", labels="", task=get_task(args.builtin).task,
+                      epochs=epochs, out="", overwrite=overwrite)
         builtin = prepare_builtin(args.builtin, dtype=args.dtype, model=args.model)
         cache, labels, task = builtin.cache, builtin.labels, builtin.task
         epochs = builtin.epochs if args.epochs is None else args.epochs  # 0 is refused, not 3
@@ -161,12 +166,24 @@ def _run(args) -> int:
     elif labels is None or task is None:
         raise RuntimeConfigError("--cache needs --labels FILE and --task seq-cls|token-cls|qa")
     out = args.out or f"runs/{args.builtin if args.cache is None else task}-{args.mode}"
-    config = TrainConfig(
+    config = _train_config(args, cache=cache, labels=labels, task=task, epochs=epochs, out=out,
+                           overwrite=overwrite)
+    metrics = train(config)
+    if metrics:  # rank 0 only
+        print(json.dumps({"run": out, **metrics}, indent=2, sort_keys=True))
+    return 0
+
+
+def _train_config(args, *, cache, labels, task, epochs, out, overwrite):
+    from runtime.trainer import TrainConfig
+
+    return TrainConfig(
         cache=cache, labels=labels, task=task, out=out, mode=args.mode, epochs=epochs,
         seed=args.seed, lr=args.lr, weight_decay=args.weight_decay,
         warmup_ratio=args.warmup_ratio, patience=args.patience, adapter=args.adapter,
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_targets=args.lora_targets,
         bottleneck_size=args.bottleneck_size, input_adapter=args.input_adapter,
+        input_adapter_size=args.input_adapter_size,
         pooling=args.pooling, head_lr=args.head_lr,
         class_weighting=args.class_weighting, min_epochs=args.min_epochs,
         head_init=args.head_init,
@@ -176,10 +193,6 @@ def _run(args) -> int:
         corpus=args.corpus, model=args.model, layer=args.layer,
         allow_unlabelled=args.allow_unlabelled, resume=args.resume, overwrite=overwrite,
         device=args.device)
-    metrics = train(config)
-    if metrics:  # rank 0 only
-        print(json.dumps({"run": out, **metrics}, indent=2, sort_keys=True))
-    return 0
 
 
 if __name__ == "__main__":

@@ -314,6 +314,22 @@ def test_gpu_and_cpu_runs_of_one_recipe_and_seed_stay_apart():
     assert fidelity.recipe_conflicts(cpu) == {}  # one device: nothing to tell apart
 
 
+def test_an_input_adapter_of_its_own_width_is_another_recipe():
+    # None means "as wide as bottleneck_size": it pools with an explicit 64, never with 384
+    runs = [_at_lr("recycled-bottleneck", 0, 0.40, 3e-3, bottleneck_size=64,
+                   input_adapter=True, input_adapter_size=None),
+            _at_lr("recycled-bottleneck", 1, 0.42, 3e-3, bottleneck_size=64,
+                   input_adapter=True, input_adapter_size=64),
+            _at_lr("recycled-bottleneck", 0, 0.46, 3e-3, bottleneck_size=64,
+                   input_adapter=True, input_adapter_size=384),
+            _at_lr("recycled-bottleneck", 0, 0.30, 3e-3, bottleneck_size=64)]
+    rows = fidelity.summarize(runs)
+    assert [(dict(r["variant"]), r["n"], round(r["mean"], 6)) for r in rows] == [
+        ({"input_adapter": "true", "input_adapter_size": "64"}, 2, 41.0),
+        ({"input_adapter": "true", "input_adapter_size": "384"}, 1, 46.0),
+        ({"input_adapter": "false", "input_adapter_size": "null"}, 1, 30.0)]
+
+
 def test_paired_gaps_pair_the_same_learning_rate_by_default():
     found = {f["lr"]: f for f in fidelity.paired_gaps(_two_rate_runs())}
     assert set(found) == {(1e-3, 1e-2), (3e-3, 3e-2)}

@@ -121,8 +121,13 @@ def test_adapters_apply_once():
       "adapter activation 'swish' is unknown; expected one of ['gelu', 'relu', 'silu', 'tanh']"),
      ({"kind": "finetune", "input_adapter": True},
       "an input adapter goes with kind 'lora' or 'bottleneck', not 'finetune'"),
-     ({"kind": "bottleneck", "input_adapter": 1}, "adapter input_adapter=1; expected true or false")],
-    ids=["kind", "rank", "dropout", "activation", "input-with-finetune", "input-not-bool"],
+     ({"kind": "bottleneck", "input_adapter": 1}, "adapter input_adapter=1; expected true or false"),
+     ({"kind": "bottleneck", "input_adapter": True, "input_size": 0},
+      "adapter input_size=0; expected a positive integer"),
+     ({"kind": "bottleneck", "input_size": 16},
+      "adapter input_size is the input adapter's width; it needs input_adapter")],
+    ids=["kind", "rank", "dropout", "activation", "input-with-finetune", "input-not-bool",
+         "input-size-zero", "input-size-without-input"],
 )
 def test_adapter_config_is_checked(kwargs, message):
     with pytest.raises(RuntimeConfigError) as err:
@@ -228,6 +233,18 @@ def test_input_adapter_adapts_exactly_the_cached_states(name, kind):
         assert torch.equal(model.encoder(hidden, mask), without.encoder(moved, mask))
 
 
+@pytest.mark.parametrize("kind", ["lora", "bottleneck"])
+def test_input_adapter_takes_its_own_width(kind):
+    model, _, _ = _recycled("bert")
+    apply_adapters(model, dataclasses.replace(INPUT, kind=kind, input_size=12))
+    adapter = model.encoder.layers[0].input_adapter
+    assert adapter.adapter_down.weight.shape == (12, adapter.adapter_up.weight.shape[0])
+    if kind == "bottleneck":  # the layers' adapters keep bottleneck_size
+        widths = {m.adapter_down.out_features for n, m in model.named_modules()
+                  if hasattr(m, "adapter_down") and "input_adapter" not in n}
+        assert widths == {INPUT.bottleneck_size}
+
+
 def test_input_adapter_sits_on_the_lowest_adapted_layer():
     model, _, _ = _recycled("bert")
     apply_adapters(model, INPUT, layers=[3])  # absolute layer 3 = upper layer 1
@@ -243,12 +260,13 @@ def test_input_adapter_sits_on_the_lowest_adapted_layer():
 def test_input_adapter_saves_and_loads(tmp_path, name):
     model, hidden, mask = _recycled(name)
     torch.manual_seed(2)
-    apply_adapters(model, INPUT)
+    config = dataclasses.replace(INPUT, input_size=6)  # its own width comes back too
+    apply_adapters(model, config)
     _perturb_adapters(model)
     save_adapters(model, tmp_path)
     fresh, _, _ = _recycled(name)
     fresh.head.load_state_dict(model.head.state_dict())
-    assert load_adapters(fresh, tmp_path) == INPUT
+    assert load_adapters(fresh, tmp_path) == config
     with torch.no_grad():
         assert torch.equal(fresh(hidden, mask), model(hidden, mask))
 

@@ -80,6 +80,10 @@ TRAIN_BAD = [
      "bottleneck_size must be >= 1"),
     ("input-adapter-with-finetune", ["--adapter", "finetune", "--input-adapter"],
      "input_adapter goes with adapter lora or bottleneck, not 'finetune'"),
+    ("input-adapter-size-alone", ["--input-adapter-size", "128"],
+     "input_adapter_size is the input adapter's width; it needs input_adapter"),
+    ("input-adapter-size-zero", ["--input-adapter", "--input-adapter-size", "0"],
+     "input_adapter_size must be >= 1"),
     ("device-tpu", ["--device", "tpu"], "device 'tpu' is not"),
     ("device-garbage", ["--device", "cuda:x"], "device 'cuda:x' is not a torch device"),
     pytest.param("device-cuda-no-gpu", ["--device", "cuda"], "is not available here",
@@ -130,6 +134,19 @@ LABELS_BAD = [  # (id, task, labels bytes, suffix, fragment)
      _jsonl([{"id": f"t{i:03d}", "words": ["zz"], "label": ["O"]} for i in range(90)]),
      ".jsonl", "examples do not match the cached text"),
 ]
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--input-adapter-size", "16"], "input_adapter_size is the input adapter's width"),
+    (["--adapter", "finetune", "--input-adapter"], "input_adapter goes with adapter lora"),
+    (["--lr", "2"], "lr must be > 0 and < 1")], ids=["input-size-alone", "input-finetune", "lr"])
+def test_a_built_in_job_checks_its_options_before_building_the_cache(tmp_path, monkeypatch,
+                                                                     capsys, extra, fragment):
+    # the first built-in run builds its cache (minutes): a bad option must not wait for that
+    monkeypatch.chdir(tmp_path)
+    _assert_one_line(*_code_and_err(capsys, train.main, ["--builtin", "wnut16", *extra]),
+                     fragment)
+    assert list(tmp_path.iterdir()) == []  # no cache, no task files, no run folder
 
 
 @pytest.mark.parametrize("name,task,data,suffix,fragment", LABELS_BAD,

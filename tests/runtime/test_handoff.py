@@ -54,6 +54,8 @@ CASES = [
     ("roberta", "token-cls", "lora+input", None, "recycled"),  # LoRA merged, the input adapter kept
 ]
 CASE_IDS = ["-".join(x for x in c if x) for c in CASES]
+# the input adapter's own width where it differs from the layers' (--input-adapter-size)
+INPUT_SIZE = {"bert": 16}
 
 
 def _custom(case) -> bool:
@@ -119,6 +121,7 @@ def trained(families):
             out = f["root"] / ("run-" + "-".join(x for x in case if x))
             train(TrainConfig(cache=f["cache"], labels=f["labels"][task], task=task, out=str(out),
                               adapter=adapter, input_adapter=extra == "input",
+                              input_adapter_size=INPUT_SIZE.get(family) if extra else None,
                               pooling=pooling or "auto", mode=mode, **FAST))
             runs[case] = str(out)
         return runs[case]
@@ -197,6 +200,9 @@ def test_hf_export_predicts_as_the_run(case, trained, tmp_path):
         assert f'"input_adapter": {json.dumps(extra == "input")}' in card
     if custom:
         assert (config["bottleneck"] or {}).get("input_layer") == (2 if extra == "input" else None)
+        if extra == "input":
+            assert config["bottleneck"]["input_size"] == INPUT_SIZE.get(case[0], FAST.get(
+                "bottleneck_size", 64))
     assert '"weights_sha256": "' in card.split("cache fingerprint:")[1].splitlines()[0]
     if task != "qa":
         names = json.loads(card.split("labels (id2label): `")[1].split("`")[0])
