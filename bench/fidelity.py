@@ -234,16 +234,19 @@ def _train_config(record: dict) -> dict:
     """The run's TrainConfig fields as it used them (runtime.run_folder's reading of a record
     that predates a field), so a run of a new non-default value (`head_init=probe`) never
     pools with the old ones."""
+    from runtime.adapters import AdapterConfig
     from runtime.run_folder import recorded_train_fields
 
     config = record.get("train_config")
     if not config:
         return {}
     fields = recorded_train_fields(config)
-    if fields.get("input_adapter") and fields.get("input_adapter_size") is None:
-        # None means "as wide as the layers' adapters": resolved, so that width 384 and the
-        # default never pool (a None would match any width in recipe_conflicts)
-        fields["input_adapter_size"] = fields.get("bottleneck_size")
+    if fields.get("input_adapter"):
+        # the width the run used (AdapterConfig owns the None -> bottleneck_size rule), so that
+        # width 384 and the default never pool: a None would match any width in recipe_conflicts
+        fields["input_adapter_size"] = AdapterConfig(
+            kind=fields["adapter"], bottleneck_size=fields["bottleneck_size"], input_adapter=True,
+            input_size=fields["input_adapter_size"]).input_width
     return fields
 
 

@@ -54,7 +54,7 @@ def write_card(run, folder: Path, fmt: str, summary: dict) -> None:
         recipe.update(lora_r=c.lora_r, lora_alpha=c.lora_alpha)
     if c.adapter in ("lora", "bottleneck"):
         recipe.update(input_adapter=c.input_adapter)
-    if c.input_adapter and c.input_adapter_size is not None:
+    if c.input_adapter_size is not None:  # TrainConfig allows it only with input_adapter
         recipe.update(input_adapter_size=c.input_adapter_size)
     if run.stack.adapter_config.has_bottlenecks:
         recipe.update(bottleneck_size=c.bottleneck_size)
