@@ -174,17 +174,20 @@ def prepare_builtin(name: str, *, layer: int = 3, dtype: str | None = None,
     task = get_task(name)
     max_length = task.max_length if max_length is None else max_length
     dtype = dtype or BuildConfig.dtype  # export's default (int8)
-    files = write_task(name, os.path.join(root, "tasks", name))
     cache = builtin_cache_dir(name, layer=layer, dtype=dtype, model=model, root=root,
                               max_length=max_length)
+    # Made before anything is written: a bad --max-length once left a task folder and a lock
+    # file behind, after announcing a build that never started.
+    build = BuildConfig(layer=layer, out=cache, model=model, dtype=dtype, max_length=max_length,
+                        device=device)
+    files = write_task(name, os.path.join(root, "tasks", name))
     if not _is_built(cache):
         with _one_builder(cache):
             if not _is_built(cache):  # the process we waited for may have built it
                 corpus = None if name == "bbc-news" else files.corpus  # None: built-in BBC News
                 print(f"building the {name} cache in {cache} (layer {layer}, {dtype}) ...",
                       flush=True)
-                build_cache(BuildConfig(layer=layer, out=cache, model=model, corpus=corpus,
-                                        dtype=dtype, max_length=max_length, device=device))
+                build_cache(dataclasses.replace(build, corpus=corpus))
     return PreparedTask(cache, files.labels, task.task, task.epochs)
 
 

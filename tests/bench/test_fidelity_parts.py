@@ -441,6 +441,9 @@ def test_a_field_the_bench_sets_per_run_is_refused(item, flag):
     (["--max-train-examples", "0"], "error: max_train_examples must be >= 1"),
     (["--layer", "0"], "error: layer K=0 is out of range for this 6-layer model"),
     (["--layer", "6"], "error: layer K=6 is out of range for this 6-layer model"),
+    # once refused only after "building the wnut16 cache", leaving a lock file and tasks/
+    (["--max-length", "1"], "error: --max-length must be an integer >= 2, got 1"),
+    (["--max-length", "-5"], "error: --max-length must be an integer >= 2, got -5"),
 ])
 def test_bad_input_is_refused_before_any_cache_is_built(argv, message, tmp_path, capsys,
                                                         monkeypatch):

@@ -136,3 +136,5 @@ def test_a_max_length_of_zero_reaches_export_to_be_refused(tmp_path):
 
     with pytest.raises(ExportError, match="--max-length must be an integer >= 2, got 0"):
         prepare_builtin("wnut16", layer=2, root=str(tmp_path), max_length=0)
+    # refused before anything is written: no task folder, no lock file beside a cache
+    assert list(tmp_path.iterdir()) == []
