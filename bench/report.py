@@ -8,6 +8,7 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
+    from bench.cli import at_least
     from cache_format.cli_errors import OneLineParser
 
     p = OneLineParser(
@@ -17,19 +18,19 @@ def _parser() -> argparse.ArgumentParser:
                     "build, break-even epochs, bytes per token, lower-stack throughput.")
     p.add_argument("--quick", action="store_true",
                    help="48 articles timed, accuracy on 400 for one epoch: about five minutes on 2 cores")
-    p.add_argument("--docs", type=int, default=None,
+    p.add_argument("--docs", type=at_least(20), default=None,
                    help="articles timed (default 48 with --quick, else 256)")
     p.add_argument("--model", default=None, help="checkpoint folder (default all-MiniLM-L6-v2)")
     p.add_argument("--adapter", default="lora", choices=("lora", "bottleneck", "finetune"),
                    help="what trains, the same kind in full and recycled (default lora)")
     p.add_argument("--work-dir", default=None,
                    help="keep the caches here (default: a temporary folder)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=at_least(1), default=None, help="CPU threads (default: all cores)")
     p.add_argument("--no-accuracy", action="store_true",
                    help="skip training full and recycled for the accuracy comparison")
-    p.add_argument("--accuracy-docs", type=int, default=None,
+    p.add_argument("--accuracy-docs", type=at_least(20), default=None,
                    help="articles for the accuracy comparison (default 400 with --quick, else all)")
-    p.add_argument("--accuracy-epochs", type=int, default=None,
+    p.add_argument("--accuracy-epochs", type=at_least(1), default=None,
                    help="epochs for the accuracy comparison (default 1 with --quick, else 3)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw the step times and speedups")
@@ -47,16 +48,6 @@ def _check(args) -> None:
     """Refuse what would fail later: minutes of timing lost to a bad --json path, say."""
     from bench.cli import BenchArgumentError, output_file_problem
 
-    for name in ("docs", "accuracy_docs"):
-        value = getattr(args, name)
-        if value is not None and value < 20:
-            raise BenchArgumentError(f"--{name.replace('_', '-')} must be at least 20, got "
-                                      f"{value}")
-    for name in ("accuracy_epochs", "threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise BenchArgumentError(f"--{name.replace('_', '-')} must be at least 1, got "
-                                      f"{value}")
     if args.work_dir is not None and os.path.exists(args.work_dir) and not os.path.isdir(
             args.work_dir):
         raise BenchArgumentError(f"--work-dir {args.work_dir}: is a file; pass a folder")

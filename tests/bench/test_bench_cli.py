@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench import precision, roofline, scale
+from bench import precision, report, roofline, scale
 from bench.cli import at_least, output_file_problem
 
 
@@ -37,6 +37,16 @@ def test_output_file_problem_names_the_flag_and_what_is_wrong(tmp_path):
      "--records: must be at least 1, got 0 (see --help)"),
     (scale, ["build", "--seconds", "0", "--out", "o"], "python -m bench.scale build: error: "
      "argument --seconds: must be at least 1, got 0 (see --help)"),
+    # bench.report checked these by hand after parsing, in other words than the others
+    (report, ["--threads", "-2"], "python -m bench.report: error: argument --threads: must be "
+                                  "at least 1, got -2 (see --help)"),
+    (report, ["--docs", "19"], "python -m bench.report: error: argument --docs: must be at "
+                               "least 20, got 19 (see --help)"),
+    (report, ["--accuracy-docs", "1"], "python -m bench.report: error: argument --accuracy-docs: "
+                                       "must be at least 20, got 1 (see --help)"),
+    (report, ["--accuracy-epochs", "0"], "python -m bench.report: error: argument "
+                                         "--accuracy-epochs: must be at least 1, got 0 (see "
+                                         "--help)"),
 ])
 def test_a_bad_number_is_a_usage_line(command, argv, message, capsys):
     with pytest.raises(SystemExit) as exited:

@@ -145,10 +145,6 @@ def test_summarise_adds_roofline_and_many_models():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--threads", "-2"], "error: --threads must be at least 1, got -2"),
-    (["--threads", "0"], "error: --threads must be at least 1, got 0"),
-    (["--docs", "1"], "error: --docs must be at least 20, got 1"),
-    (["--accuracy-epochs", "0"], "error: --accuracy-epochs must be at least 1, got 0"),
     (["--work-dir", "{file}"], "error: --work-dir {file}: is a file; pass a folder"),
     (["--json", "{tmp}/no/such/r.json"], "error: --json {tmp}/no/such/r.json: {tmp}/no/such is "
                                          "not a folder this user can write to"),
