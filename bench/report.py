@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="what trains, the same kind in full and recycled (default lora)")
     p.add_argument("--work-dir", default=None,
                    help="keep the caches here (default: a temporary folder)")
-    p.add_argument("--threads", type=at_least(1), default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=at_least(1), default=None,
+                   help="CPU threads (default: all cores)")
     p.add_argument("--no-accuracy", action="store_true",
                    help="skip training full and recycled for the accuracy comparison")
     p.add_argument("--accuracy-docs", type=at_least(20), default=None,

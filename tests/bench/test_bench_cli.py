@@ -40,6 +40,8 @@ def test_output_file_problem_names_the_flag_and_what_is_wrong(tmp_path):
     # bench.report checked these by hand after parsing, in other words than the others
     (report, ["--threads", "-2"], "python -m bench.report: error: argument --threads: must be "
                                   "at least 1, got -2 (see --help)"),
+    (report, ["--threads", "0"], "python -m bench.report: error: argument --threads: must be "
+                                 "at least 1, got 0 (see --help)"),
     (report, ["--docs", "19"], "python -m bench.report: error: argument --docs: must be at "
                                "least 20, got 19 (see --help)"),
     (report, ["--accuracy-docs", "1"], "python -m bench.report: error: argument --accuracy-docs: "
