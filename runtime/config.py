@@ -45,11 +45,13 @@ class TrainConfig:
     bottleneck_size: int = D["bottleneck_size"]
     input_adapter: bool = D["input_adapter"]  # lora/bottleneck: adapt the states entering layer K
     input_adapter_size: int | None = D["input_adapter_size"]  # None: bottleneck_size
+    input_adapter_lr: float | None = None  # the input adapter's peak rate; None: learning_rate
     pooling: str = D["pooling"]  # seq-cls: auto | pooler | cls | mean (runtime.pooling)
     head_lr: float | None = None  # None: HEAD_LR_FACTOR x the encoder's (head_learning_rate)
     class_weighting: str = D["class_weighting"]  # sqrt: weights 1/sqrt(class frequency) | none
     min_epochs: int = D["min_epochs"]  # early stopping never stops before this many epochs
     head_init: str = D["head_init"]  # random | probe: fitted on frozen features (runtime.head_init)
+    max_grad_norm: float | None = None  # clip the gradients' global norm; None: no clipping
     max_train_examples: int | None = None  # a seeded subset of the train split (small-data runs)
     token_budget: int = TOKEN_BUDGET  # padded tokens per batch
     max_batch_size: int = MAX_BATCH_SIZE
@@ -90,6 +92,9 @@ class TrainConfig:
         if self.input_adapter_size is not None and not self.input_adapter:
             raise RuntimeConfigError("input_adapter_size is the input adapter's width; it needs "
                                      "input_adapter (--input-adapter)")
+        if self.input_adapter_lr is not None and not self.input_adapter:
+            raise RuntimeConfigError("input_adapter_lr is the input adapter's learning rate; it "
+                                     "needs input_adapter (--input-adapter)")
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise RuntimeConfigError(f"max_train_examples must be >= 1, got {self.max_train_examples}")
         _check_ranges(self)
@@ -116,9 +121,6 @@ def planned_epochs(config: TrainConfig, per_epoch: int) -> int:
     if config.epochs is not None:
         return config.epochs
     return int(min(MAX_AUTO_EPOCHS, max(MIN_AUTO_EPOCHS, -(-MIN_STEPS // max(1, per_epoch)))))
-
-
-# field: (lowest, highest, why) for the numeric options; None = unbounded on that side.
 
 
 # field: (lowest, highest, why) for the numeric options; None = unbounded on that side.
@@ -150,11 +152,15 @@ def _check_ranges(config) -> None:
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f">= {low}" if high is None else f"in {low}..{high}"
             raise RuntimeConfigError(f"{name} must be {bounds} ({why}), got {value}")
-    for name in ("lr", "head_lr"):
+    for name in ("lr", "head_lr", "input_adapter_lr"):
         value = getattr(config, name)
         if value is not None and not 0 < value < 1:
             raise RuntimeConfigError(f"{name} must be > 0 and < 1 (a peak learning rate), got "
                                      f"{value}")
+    if config.max_grad_norm is not None and not config.max_grad_norm > 0:
+        raise RuntimeConfigError(f"max_grad_norm must be > 0 (the largest gradient norm a "
+                                 f"step takes; leave it out for no clipping), got "
+                                 f"{config.max_grad_norm}")
     _check_device(config.device)
 
 

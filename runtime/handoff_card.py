@@ -56,6 +56,10 @@ def write_card(run, folder: Path, fmt: str, summary: dict) -> None:
         recipe.update(input_adapter=c.input_adapter)
     if c.input_adapter_size is not None:  # TrainConfig allows it only with input_adapter
         recipe.update(input_adapter_size=c.input_adapter_size)
+    if c.input_adapter_lr is not None:
+        recipe.update(input_adapter_lr=c.input_adapter_lr)
+    if c.max_grad_norm is not None:
+        recipe.update(max_grad_norm=c.max_grad_norm)
     if run.stack.adapter_config.has_bottlenecks:
         recipe.update(bottleneck_size=c.bottleneck_size)
     trust = ", trust_remote_code=True" if summary.get("remote_code") else ""

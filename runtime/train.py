@@ -119,6 +119,11 @@ def _training_options(opt) -> None:
                                               f"adapters, {FINETUNE_LR:g} finetune)")
     opt.add_argument("--head-lr", type=float, help="learning rate of the task head (default: "
                                                     f"{HEAD_LR_FACTOR:g}x --lr, the recipe's)")
+    opt.add_argument("--input-adapter-lr", type=float,
+                     help="learning rate of the input adapter (default: --lr's)")
+    opt.add_argument("--max-grad-norm", type=float,
+                     help="clip the gradients' global norm to this before each step (default: no "
+                          "clipping, as the recipe's runs were measured)")
     opt.add_argument("--head-init", choices=HEAD_INITS, default=D["head_init"],
                      help="probe: fit the head as a logistic regression on the untrained model's "
                           "features before training (linear probing, then fine-tuning)")
@@ -183,8 +188,8 @@ def _train_config(args, *, cache, labels, task, epochs, out, overwrite):
         warmup_ratio=args.warmup_ratio, patience=args.patience, adapter=args.adapter,
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_targets=args.lora_targets,
         bottleneck_size=args.bottleneck_size, input_adapter=args.input_adapter,
-        input_adapter_size=args.input_adapter_size,
-        pooling=args.pooling, head_lr=args.head_lr,
+        input_adapter_size=args.input_adapter_size, input_adapter_lr=args.input_adapter_lr,
+        pooling=args.pooling, head_lr=args.head_lr, max_grad_norm=args.max_grad_norm,
         class_weighting=args.class_weighting, min_epochs=args.min_epochs,
         head_init=args.head_init,
         max_train_examples=args.max_train_examples,

@@ -2,8 +2,9 @@
 
 All three modes share one plan of batches (the same keys in the same order, planned from the
 cache's token counts), one head initialisation, the seeds and the schedule: AdamW with linear
-warm-up and decay, evaluation on the dev split after each epoch, early stopping on the dev
-metric, a checkpoint after each epoch (`--resume` continues from it) and the best weights kept.
+warm-up and decay (gradient clipping when asked), evaluation on the dev split after each epoch,
+early stopping on the dev metric, a checkpoint after each epoch (`--resume` continues from it)
+and the best weights kept.
 What the run folder holds is runtime.run_folder's; the options are runtime.config's.
 
 Under `torchrun` (WORLD_SIZE > 1) the model is wrapped in DDP (gloo on CPU, nccl on CUDA) and
@@ -120,11 +121,30 @@ def _plan(config: TrainConfig, reader, examples: list, epoch: int):
                               shuffle=True, seed=config.seed, epoch=epoch)
 
 
-def _optimizer(config: TrainConfig, model, total_steps: int):
+def _rate_classes(config: TrainConfig, model) -> list:
+    """[(peak lr, trained parameters)]: the encoder's adapters or layers, the head, and the
+    input adapter when it has a rate of its own (in that order, so a checkpoint's optimizer
+    state lines up with the groups of a resumed run)."""
     head = {id(p) for p in model.head.parameters()}
+    own_input_rate = config.input_adapter_lr is not None
+    classes = {"encoder": [], "head": [], "input": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) in head:
+            classes["head"].append(p)
+        elif own_input_rate and ".input_adapter." in f".{name}":
+            classes["input"].append(p)
+        else:
+            classes["encoder"].append(p)
+    return [(config.learning_rate, classes["encoder"]),
+            (config.head_learning_rate, classes["head"]),
+            (config.input_adapter_lr, classes["input"])]
+
+
+def _optimizer(config: TrainConfig, model, total_steps: int):
     groups = []
-    for in_head, lr in ((False, config.learning_rate), (True, config.head_learning_rate)):
-        params = [p for p in model.parameters() if p.requires_grad and (id(p) in head) == in_head]
+    for lr, params in _rate_classes(config, model):
         # no weight decay on biases and LayerNorms
         groups += [{"params": [p for p in params if p.ndim >= 2], "lr": lr,
                     "weight_decay": config.weight_decay},
@@ -155,6 +175,9 @@ def _train_epoch(config, net, built, source, batches, optimizer, schedule, epoch
             loss = built.head.loss(logits, batch["labels"], **loss_options)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.max_grad_norm is not None:  # after DDP's all-reduce: every rank clips alike
+                torch.nn.utils.clip_grad_norm_(
+                    [p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm)
             optimizer.step()
             schedule.step()
             compute = time.perf_counter() - t0

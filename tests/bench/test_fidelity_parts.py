@@ -330,6 +330,29 @@ def test_an_input_adapter_of_its_own_width_is_another_recipe():
         ({"input_adapter": "false", "input_adapter_size": "null"}, 1, 30.0)]
 
 
+def test_an_input_adapter_at_its_own_rate_is_another_recipe():
+    # None means "at the encoder's rate": it pools with an explicit rate equal to it, never
+    # with another (a None matching anything, like an old record's epochs, would pool 3e-4 in)
+    runs = [_at_lr("recycled-bottleneck", 0, 0.40, 1e-3, input_adapter=True),
+            _at_lr("recycled-bottleneck", 1, 0.42, 1e-3, input_adapter=True,
+                   input_adapter_lr=1e-3),
+            _at_lr("recycled-bottleneck", 0, 0.46, 1e-3, input_adapter=True,
+                   input_adapter_lr=3e-4)]
+    rows = fidelity.summarize(runs)
+    assert [(dict(r["variant"]).get("input_adapter_lr"), r["n"], round(r["mean"], 6))
+            for r in rows] == [('"lr"', 2, 41.0), ("0.0003", 1, 46.0)]
+    assert "input_adapter_lr=0.0003" in fidelity.format_table(rows)
+
+
+def test_clipped_runs_are_another_recipe_and_unclipped_ones_one():
+    runs = [_at_lr("recycled-lora", 0, 0.40, 1e-3),  # an old record: no max_grad_norm field
+            _at_lr("recycled-lora", 1, 0.42, 1e-3, max_grad_norm=None),
+            _at_lr("recycled-lora", 0, 0.46, 1e-3, max_grad_norm=1.0)]
+    rows = fidelity.summarize(runs)
+    assert [(dict(r["variant"]).get("max_grad_norm"), r["n"]) for r in rows] == [
+        ('"off"', 2), ("1.0", 1)]
+
+
 def test_paired_gaps_pair_the_same_learning_rate_by_default():
     found = {f["lr"]: f for f in fidelity.paired_gaps(_two_rate_runs())}
     assert set(found) == {(1e-3, 1e-2), (3e-3, 3e-2)}

@@ -24,6 +24,7 @@ from conftest import WORDS, build_tiny_cache, tiny_rows, write_jsonl
 
 TOL = 1e-4
 FAST = dict(epochs=1, lr=1e-2, token_budget=256, max_batch_size=8)
+INPUT_LR, MAX_GRAD_NORM = 5e-3, 1.0  # the "+input" runs' input adapter rate and clipping
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + ["##s"]
 _SIZES = dict(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
               intermediate_size=64)
@@ -122,6 +123,10 @@ def trained(families):
             train(TrainConfig(cache=f["cache"], labels=f["labels"][task], task=task, out=str(out),
                               adapter=adapter, input_adapter=extra == "input",
                               input_adapter_size=INPUT_SIZE.get(family) if extra else None,
+                              # the input runs also carry the two optional rate settings,
+                              # so the card is seen to name them
+                              input_adapter_lr=INPUT_LR if extra else None,
+                              max_grad_norm=MAX_GRAD_NORM if extra else None,
                               pooling=pooling or "auto", mode=mode, **FAST))
             runs[case] = str(out)
         return runs[case]
@@ -198,6 +203,8 @@ def test_hf_export_predicts_as_the_run(case, trained, tmp_path):
     assert '"head_init": "random"' in card  # how the head started is part of the recipe
     if adapter in ("lora", "bottleneck"):
         assert f'"input_adapter": {json.dumps(extra == "input")}' in card
+    assert (f'"input_adapter_lr": {INPUT_LR}' in card) == (extra == "input")
+    assert (f'"max_grad_norm": {MAX_GRAD_NORM}' in card) == (extra == "input")
     if custom:
         assert (config["bottleneck"] or {}).get("input_layer") == (2 if extra == "input" else None)
         if extra == "input":

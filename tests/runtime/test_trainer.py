@@ -113,3 +113,53 @@ def test_run_folder_of_another_task_is_refused(tiny_task, tmp_path):
     with pytest.raises(RuntimeConfigError, match="holds a 'seq-cls' run, not 'token-cls'"):
         train(_config(tiny_task, tmp_path, labels=tiny_task["tok_labels"], task="token-cls"))
     assert (tmp_path / "run" / "metrics.json").is_file()  # nothing lost
+
+
+def _trained(run) -> dict:
+    return torch.load(run / "weights.pt", weights_only=True)
+
+
+def test_the_input_adapter_learns_at_its_own_rate_and_the_layers_at_theirs(tiny_task, tmp_path):
+    # adapter_up starts at exactly 0 (runtime.adapters), so how far it moves is what the rate
+    # allowed: AdamW moves a weight at most lr * (1 - b1) / sqrt(1 - b2) = 3.17 lr a step (the
+    # schedule's factor is <= 1; the decay scales a weight, and 0 stays 0).
+    def run(name, **kw):
+        out = tmp_path / name
+        train(_config(tiny_task, tmp_path, out=str(out), adapter="bottleneck", input_adapter=True,
+                      epochs=1, **kw))
+        return _trained(out), len((out / "steps.jsonl").read_text().splitlines())
+
+    slow_rate = 1e-9
+    slow, steps = run("slow", input_adapter_lr=slow_rate)
+    same, _ = run("same")
+
+    def moved(weights, part):
+        return max(w.abs().max().item() for k, w in weights.items()
+                   if part in k and "adapter_up" in k)
+
+    bound = steps * slow_rate * 0.1 / 0.001 ** 0.5 * 1.01
+    assert moved(slow, "input_adapter") <= bound
+    assert moved(same, "input_adapter") > 1e3 * bound  # at the layers' 1e-2 it moves
+    assert moved(slow, "attention") > 1e3 * bound  # the layers' adapters keep their rate
+
+
+def test_max_grad_norm_clips_every_step(tiny_task, tmp_path, monkeypatch):
+    norms = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(g) for g in grads])).item())
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    train(_config(tiny_task, tmp_path, out=str(tmp_path / "free"), epochs=1))
+    free, norms[:] = list(norms), []
+    limit = 0.1 * min(free)  # far below every unclipped step's norm: each step is clipped
+    train(_config(tiny_task, tmp_path, out=str(tmp_path / "clipped"), epochs=1,
+                  max_grad_norm=limit))
+    assert len(norms) == len(free) > 0
+    # clip_grad_norm_ scales by limit / (norm + 1e-6): the norm after it is just under limit
+    assert all(n <= limit * (1 + 1e-5) for n in norms)
+    assert all(n >= limit * (1 - 1e-3) for n in norms)
