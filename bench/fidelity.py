@@ -249,7 +249,7 @@ def _train_config(record: dict) -> dict:
             input_size=fields["input_adapter_size"]).input_width
         # its own rate, or "lr" for the encoder's: a None would pool a run at 3e-4 with them all
         own = fields.get("input_adapter_lr")
-        fields["input_adapter_lr"] = "lr" if own in (None, record["learning_rate"]) else own
+        fields["input_adapter_lr"] = "lr" if own in (None, record.get("learning_rate")) else own
     if fields.get("max_grad_norm") is None:  # None is no clipping, not "any clipping"
         fields["max_grad_norm"] = "off"
     return fields
