@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from runtime import distributed, run_folder
+from runtime.adapters import InputAdapter
 from runtime.batches import batch_source, model_inputs
 from runtime.config import TrainConfig, batch_plan, labels_config, planned_epochs
 from runtime.evaluation import evaluate
@@ -126,20 +127,13 @@ def _rate_classes(config: TrainConfig, model) -> list:
     input adapter when it has a rate of its own (in that order, so a checkpoint's optimizer
     state lines up with the groups of a resumed run)."""
     head = {id(p) for p in model.head.parameters()}
-    own_input_rate = config.input_adapter_lr is not None
-    classes = {"encoder": [], "head": [], "input": []}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if id(p) in head:
-            classes["head"].append(p)
-        elif own_input_rate and ".input_adapter." in f".{name}":
-            classes["input"].append(p)
-        else:
-            classes["encoder"].append(p)
-    return [(config.learning_rate, classes["encoder"]),
-            (config.head_learning_rate, classes["head"]),
-            (config.input_adapter_lr, classes["input"])]
+    own_rate = set() if config.input_adapter_lr is None else {
+        id(p) for m in model.modules() if isinstance(m, InputAdapter) for p in m.parameters()}
+    encoder, head_params, input_params = [], [], []
+    for _, p in model.trainable_parameters():
+        (head_params if id(p) in head else input_params if id(p) in own_rate else encoder).append(p)
+    return [(config.learning_rate, encoder), (config.head_learning_rate, head_params),
+            (config.input_adapter_lr, input_params)]
 
 
 def _optimizer(config: TrainConfig, model, total_steps: int):
@@ -168,6 +162,8 @@ def _train_epoch(config, net, built, source, batches, optimizer, schedule, epoch
     log = _step_log(config, rank)
     bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{total_epochs}",
                disable=rank != 0, leave=False)
+    clipped = (None if config.max_grad_norm is None else
+               [p for g in optimizer.param_groups for p in g["params"]])
     with Prefetcher(batches, source, depth=config.prefetch_depth, device=config.device) as pf:
         for step, batch in enumerate(pf):
             t0 = time.perf_counter()
@@ -175,9 +171,8 @@ def _train_epoch(config, net, built, source, batches, optimizer, schedule, epoch
             loss = built.head.loss(logits, batch["labels"], **loss_options)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if config.max_grad_norm is not None:  # after DDP's all-reduce: every rank clips alike
-                torch.nn.utils.clip_grad_norm_(
-                    [p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm)
+            if clipped is not None:  # after DDP's all-reduce: every rank clips alike
+                torch.nn.utils.clip_grad_norm_(clipped, config.max_grad_norm)
             optimizer.step()
             schedule.step()
             compute = time.perf_counter() - t0
