@@ -130,7 +130,7 @@ def _rate_classes(config: TrainConfig, model) -> list:
     own_rate = set() if config.input_adapter_lr is None else {
         id(p) for m in model.modules() if isinstance(m, InputAdapter) for p in m.parameters()}
     encoder, head_params, input_params = [], [], []
-    for _, p in model.trainable_parameters():
+    for p in (p for p in model.parameters() if p.requires_grad):  # any module with a .head
         (head_params if id(p) in head else input_params if id(p) in own_rate else encoder).append(p)
     return [(config.learning_rate, encoder), (config.head_learning_rate, head_params),
             (config.input_adapter_lr, input_params)]
