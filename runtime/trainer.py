@@ -130,8 +130,15 @@ def _rate_classes(config: TrainConfig, model) -> list:
     own_rate = set() if config.input_adapter_lr is None else {
         id(p) for m in model.modules() if isinstance(m, InputAdapter) for p in m.parameters()}
     encoder, head_params, input_params = [], [], []
-    for p in (p for p in model.parameters() if p.requires_grad):  # any module with a .head
-        (head_params if id(p) in head else input_params if id(p) in own_rate else encoder).append(p)
+    for p in model.parameters():  # not trainable_parameters(): any module with a .head
+        if not p.requires_grad:
+            continue
+        if id(p) in head:
+            head_params.append(p)
+        elif id(p) in own_rate:
+            input_params.append(p)
+        else:
+            encoder.append(p)
     return [(config.learning_rate, encoder), (config.head_learning_rate, head_params),
             (config.input_adapter_lr, input_params)]
 
