@@ -171,6 +171,38 @@ def _restore_rng_states(states: dict, device: str) -> None:
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
+# What a resumed run may change: where things are and how fast they load. Every other field
+# shapes the training, and a run resumed with another value would be half one recipe, half the
+# other, under a config.json naming only the second. The cache may move: its fingerprint (part
+# of the comparison) says whether it holds the same states.
+RESUME_MAY_CHANGE = frozenset({"resume", "overwrite", "out", "cache", "device", "prefetch_depth"})
+
+
+def check_resumable(run: RunConfig) -> None:
+    """Refuse --resume when RUN/config.json was written for other settings than `run`'s."""
+    path = os.path.join(run.train.out, "config.json")
+    if not os.path.isfile(path):
+        raise RuntimeConfigError(f"--resume given but {path!r} does not exist; drop --resume "
+                                 "to start a new run")
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except ValueError:
+        raise RuntimeConfigError(f"{path} is damaged (half-written?); drop --resume to start "
+                                 "the run again") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("label_names"), list):
+        raise RuntimeConfigError(f"{path} is not a run config; drop --resume to start the run "
+                                 "again")
+    old, new = RunConfig.from_json(saved, path).to_json(), run.to_json()
+    changed = [f"{k}={json.dumps(old.get(k))} (now {json.dumps(new.get(k))})"
+               for k in sorted(set(old) | set(new))
+               if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k)]
+    if changed:
+        raise RuntimeConfigError(f"--resume: {run.train.out!r} was trained with "
+                                 f"{', '.join(changed)}; a resumed run keeps its own settings: "
+                                 "drop the changed options, or start a new run in another --out")
+
+
 def prepare_run_folder(config: TrainConfig) -> None:
     """Refuse a folder holding another task's run, or a finished run, unless told otherwise."""
     path = os.path.join(config.out, "config.json")

@@ -50,10 +50,13 @@ def train(config: TrainConfig) -> dict:
     data = subset_train(load_labelled(labels_config(config), reader), config)
     built = build_model(config, reader.manifest, data.label_names)
     check_head_init(config, built.head)
+    run_config = RunConfig.of_training(config, reader.manifest, data.label_names,
+                                       getattr(built.head, "pooling", "pooler"))
+    if config.resume:
+        run_folder.check_resumable(run_config)
     if rank == 0:  # only now: a run refused for its inputs leaves no folder behind
         run_folder.prepare_run_folder(config)
-        RunConfig.of_training(config, reader.manifest, data.label_names,
-                              getattr(built.head, "pooling", "pooler")).save()
+        run_config.save()
     source = batch_source(config, reader, data, built.model_path)
     weights = class_weights(config, data)
     loss_options = {} if weights is None else {"class_weights": weights.to(config.device)}
@@ -68,7 +71,9 @@ def train(config: TrainConfig) -> dict:
         print(f"head fitted on frozen features: {json.dumps(fitted)}", flush=True)
     net = distributed.wrap(built.model, world)
     t0 = time.perf_counter() - state.train_seconds
-    for epoch in range(state.epoch, epochs):
+    # A resumed run that had already stopped early goes straight to its test evaluation.
+    first = epochs if _stops_early(config, state) else state.epoch
+    for epoch in range(first, epochs):
         batches = shard_batches(_plan(config, reader, data.split("train"), epoch), rank, world)
         _train_epoch(config, net, built, source, batches, optimizer, schedule, (epoch, epochs),
                      rank, loss_options)
@@ -215,11 +220,7 @@ def _end_of_epoch(config, built, source, reader, data, state: TrainingState, at:
         torch.save(run_folder.trainable_state(built.model), os.path.join(config.out, "weights.pt"))
     else:
         state.bad_epochs += 1
-    if state.bad_epochs >= config.patience and state.epoch < config.min_epochs:
-        print(f"epoch {epoch + 1}: no dev gain for {state.bad_epochs} epochs, going on to "
-              f"min_epochs={config.min_epochs}", flush=True)
-        return False
-    if state.bad_epochs >= config.patience:
+    if _stops_early(config, state):
         print(f"epoch {epoch + 1}: stopping early, no dev gain for {state.bad_epochs} epochs "
               f"(patience {config.patience}); best dev {state.best:.4f}", flush=True)
         decayed = half_decayed_epoch(epochs, config.warmup_ratio)
@@ -231,7 +232,16 @@ def _end_of_epoch(config, built, source, reader, data, state: TrainingState, at:
                   f"dev scores can dip and recover; --min-epochs {decayed} trains on until it "
                   "has decayed", flush=True)
         return True
+    if state.bad_epochs >= config.patience:
+        print(f"epoch {epoch + 1}: no dev gain for {state.bad_epochs} epochs, going on to "
+              f"min_epochs={config.min_epochs}", flush=True)
     return False
+
+
+def _stops_early(config: TrainConfig, state: TrainingState) -> bool:
+    """Early stopping's verdict on the epochs run so far: `patience` epochs without a dev gain,
+    and at least `min_epochs` run."""
+    return state.bad_epochs >= config.patience and state.epoch >= config.min_epochs
 
 
 def half_decayed_epoch(epochs: int, warmup_ratio: float) -> int:

@@ -326,7 +326,10 @@ def test_disk_full_while_writing_predictions_is_one_line_and_no_half_file(seq_ru
      "checkpoint.pt is truncated or damaged"),
     ("resume-without-checkpoint", lambda run: (run / "checkpoint.pt").unlink(), ["--resume"],
      "--resume given but"),
-], ids=["half-written-config-in-out", "truncated-checkpoint", "resume-without-checkpoint"])
+    ("resume-with-other-settings", lambda run: None, ["--resume", "--seed", "7"],
+     "was trained with seed=0 (now 7)"),
+], ids=["half-written-config-in-out", "truncated-checkpoint", "resume-without-checkpoint",
+        "resume-with-other-settings"])
 def test_train_into_a_damaged_run_folder(tiny_task, seq_run, tmp_path, capsys, name, damage,
                                          extra, fragment):
     run = tmp_path / "run"

@@ -163,3 +163,45 @@ def test_max_grad_norm_clips_every_step(tiny_task, tmp_path, monkeypatch):
     # clip_grad_norm_ scales by limit / (norm + 1e-6): the norm after it is just under limit
     assert all(n <= limit * (1 + 1e-5) for n in norms)
     assert all(n >= limit * (1 - 1e-3) for n in norms)
+
+
+def _die_after_first_checkpoint(monkeypatch):
+    original = run_folder.save_checkpoint
+
+    def save_then_die(*args):
+        original(*args)
+        raise _Killed
+
+    monkeypatch.setattr(run_folder, "save_checkpoint", save_then_die)
+    return original
+
+
+@pytest.mark.parametrize("change", [dict(lr=3e-2), dict(epochs=3), dict(seed=1),
+                                    dict(adapter="bottleneck"), dict(max_grad_norm=1.0)],
+                         ids=["lr", "epochs", "seed", "adapter", "max_grad_norm"])
+def test_resume_refuses_settings_other_than_the_checkpoints(tiny_task, tmp_path, monkeypatch,
+                                                              change):
+    # A resumed run that silently took new settings would be half one recipe, half another,
+    # and its config.json would name only the second.
+    config = _config(tiny_task, tmp_path, epochs=2, patience=5)
+    original = _die_after_first_checkpoint(monkeypatch)
+    with pytest.raises(_Killed):
+        train(config)
+    monkeypatch.setattr(run_folder, "save_checkpoint", original)
+    before = (tmp_path / "run" / "config.json").read_bytes()
+    name = next(iter(change))
+    with pytest.raises(RuntimeConfigError, match=f"--resume.*{name}"):
+        train(dataclasses.replace(config, resume=True, **change))
+    assert (tmp_path / "run" / "config.json").read_bytes() == before  # nothing overwritten
+    assert train(dataclasses.replace(config, resume=True))["epochs_run"] == 2
+
+
+def test_resume_of_a_run_that_stopped_early_trains_no_further(tiny_task, tmp_path):
+    config = _config(tiny_task, tmp_path, epochs=8, patience=1, lr=1e-6)  # no dev gain: stops
+    first = train(config)
+    assert first["epochs_run"] < 8
+    steps = (tmp_path / "run" / "steps.jsonl").read_text()
+    again = train(dataclasses.replace(config, resume=True))
+    assert again == {**first, "train_seconds": again["train_seconds"]}
+    assert again["train_seconds"] == pytest.approx(first["train_seconds"], abs=1e-3)
+    assert (tmp_path / "run" / "steps.jsonl").read_text() == steps  # no step was taken
