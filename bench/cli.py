@@ -46,3 +46,16 @@ def output_file_problem(flag: str, path: str) -> str | None:
     if os.path.exists(path) and not os.access(path, os.W_OK):
         return f"{flag} {path}: this user cannot write to it"
     return None
+
+
+def output_folder_problem(flag: str, path: str) -> str | None:
+    """What is wrong with keeping files in the folder `path` (given as `flag`), or None; a
+    folder not there yet needs a parent this user can write to."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            return f"{flag} {path}: is a file; pass a folder"
+        return None if os.access(path, os.W_OK) else f"{flag} {path}: this user cannot write to it"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        return f"{flag} {path}: {parent} is not a folder this user can write to"
+    return None

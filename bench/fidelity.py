@@ -5,6 +5,7 @@
     python -m bench.fidelity --task wnut16 --sweep --configs recycled-finetune   # K = 1 .. N-1
     python -m bench.fidelity --task bbc-news --max-train-examples 200 --probe    # small data
     python -m bench.fidelity --summary runs-1e-3.jsonl runs-3e-3.jsonl --pick-by-dev
+    python -m bench.fidelity --task wnut16 --work runs/ --resume   # after a crash: go on
 
 Every run goes through `runtime.trainer.train` with the same built-in split, the same seeds and
 the same batches in every mode, so the only difference between two rows of a table is the
@@ -15,10 +16,16 @@ and standard deviation over seeds, and each gap to full paired seed by seed with
 error, at the same learning rate or (`--pick-by-dev`) at the rate each side's dev score picks.
 `--sweep` repeats the comparison for every K and draws test score and training speedup
 (full train seconds per epoch / recycled) against K in one PNG.
+
+Run folders live in a temporary folder, removed afterwards, unless `--work DIR` keeps them
+(DIR/<task>-K<k>/<config>-s<seed>). The same command with `--resume` then goes on after a crash
+or a kill: a run already recorded in `--out` is skipped, a run with a checkpoint continues from
+it (the trainer refuses one of other settings), and the rest start.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -49,37 +56,108 @@ class FidelityConfig:
     device: str = "cpu"
     cache_root: str = "caches"
     out: str = "fidelity.jsonl"  # runs are appended here
+    work: str | None = None  # keeps the run folders; None: a temporary folder, removed after
+    resume: bool = False  # with work: skip runs recorded in `out`, continue checkpointed ones
 
 
 def run_one(config: FidelityConfig, name: str, seed: int, cache: str, labels: str,
-            task: str, layer: int, work: str) -> dict:
-    """Train one configuration with one seed; returns the JSON record of the run."""
+            task: str, layer: int, work: str, resume: bool = False) -> dict:
+    """Train one configuration with one seed (in `run_folder(work, name, seed)`, continuing
+    from its checkpoint if `resume`); returns the JSON record of the run."""
     import torch
 
     from export.cpu import cpu_description
-    from runtime.trainer import TrainConfig, train
+    from runtime.trainer import train
 
-    mode, adapter = name.split("-", 1)
-    fields = dict(cache=cache, labels=labels, task=task, mode=mode, adapter=adapter, seed=seed,
-                  out=os.path.join(work, f"{name}-s{seed}"), device=config.device,
-                  overwrite=True, max_train_examples=config.max_train_examples,
-                  model=config.model)
-    if config.epochs is not None:
-        fields["epochs"] = config.epochs
-    fields.update(_parse_overrides(config.overrides))
-    train_config = TrainConfig(**fields)
+    train_config = _run_train_config(config, name, seed, cache, labels, task, work, resume)
     t0 = time.perf_counter()
     metrics = train(train_config)
-    return {"model": _model_label(config), "task": config.task, "layer": layer, "config": name,
-            "seed": seed, "metrics": metrics, "wall_seconds": round(time.perf_counter() - t0, 2),
-            "max_length": config.max_length, "max_train_examples": config.max_train_examples,
-            "train_config": {k: v for k, v in dataclasses.asdict(train_config).items()
-                             if k not in ("cache", "labels", "out", "model")},
+    return {**_run_identity(config, name, seed, layer, train_config), "metrics": metrics,
+            "wall_seconds": round(time.perf_counter() - t0, 2),
             "learning_rate": train_config.learning_rate,
             "head_learning_rate": train_config.head_learning_rate,
             # seconds are only comparable on one machine, and sessions change machines
             "cpu": cpu_description(), "torch_threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d"), **_gpu_description(train_config.device)}
+
+
+def run_folder(work: str, name: str, seed: int) -> str:
+    return os.path.join(work, f"{name}-s{seed}")
+
+
+def _run_train_config(config: FidelityConfig, name: str, seed: int, cache: str, labels: str,
+                      task: str, work: str, resume: bool = False):
+    from runtime.trainer import TrainConfig
+
+    mode, adapter = name.split("-", 1)
+    fields = dict(cache=cache, labels=labels, task=task, mode=mode, adapter=adapter, seed=seed,
+                  out=run_folder(work, name, seed), device=config.device, overwrite=True,
+                  resume=resume, max_train_examples=config.max_train_examples,
+                  model=config.model)
+    if config.epochs is not None:
+        fields["epochs"] = config.epochs
+    fields.update(_parse_overrides(config.overrides))
+    return TrainConfig(**fields)
+
+
+def _run_identity(config: FidelityConfig, name: str, seed: int, layer: int,
+                  train_config) -> dict:
+    """The fields of a run's record that say which run it is (`_run_key` reads them)."""
+    return {"model": _model_label(config), "task": config.task, "layer": layer, "config": name,
+            "seed": seed, "max_length": config.max_length,
+            "max_train_examples": config.max_train_examples,
+            "train_config": {k: v for k, v in dataclasses.asdict(train_config).items()
+                             if k not in ("cache", "labels", "out", "model")}}
+
+
+# How a resumed run's record may differ from an uninterrupted one's and still be that run.
+_RESUME_FREE = ("resume", "overwrite", "prefetch_depth")
+
+
+def _run_key(record: dict) -> tuple:
+    """Which run a record is: model, task, K, configuration, seed, subset, length, recipe."""
+    recipe = {k: v for k, v in (record.get("train_config") or {}).items()
+              if k not in _RESUME_FREE}
+    return (record["model"], record["task"], record["layer"], record["config"], record["seed"],
+            record.get("max_length"), record.get("max_train_examples"),
+            json.dumps(recipe, sort_keys=True))
+
+
+def _recorded(path: str) -> dict:
+    """{run key: record} of the runs already in `path` (none if it does not exist yet)."""
+    if not os.path.exists(path):
+        return {}
+    return {_run_key(r): r for r in read_runs([path])}
+
+
+@contextlib.contextmanager
+def _work_folder(config: FidelityConfig, layer: int):
+    """The folder the runs of one K train in: kept under `config.work`, else temporary."""
+    if config.work is None:
+        with tempfile.TemporaryDirectory(prefix="fidelity-") as work:
+            yield work
+        return
+    work = os.path.join(config.work, f"{config.task}-K{layer}")
+    os.makedirs(work, exist_ok=True)
+    yield work
+
+
+def refuse_kept_runs(config: FidelityConfig, plan: list) -> None:
+    """Without --resume, refuse a --work that already holds a run folder of `plan` ((K,
+    configs) pairs): training anew into it would throw its checkpoint away."""
+    from runtime.errors import RuntimeConfigError
+
+    if config.work is None or config.resume:
+        return
+    for layer, configs in plan:
+        for name in configs:
+            for seed in config.seeds:
+                folder = run_folder(os.path.join(config.work, f"{config.task}-K{layer}"), name,
+                                    seed)
+                if os.path.exists(folder):
+                    raise RuntimeConfigError(
+                        f"--work: {folder} holds an earlier run; pass --resume to go on from "
+                        "it (runs in --out are skipped), or pick another --work")
 
 
 def _gpu_description(device: str) -> dict:
@@ -96,15 +174,27 @@ def compare(config: FidelityConfig, layer: int | None = None, log=print) -> list
     from runtime.datasets import get_task, prepare_builtin
 
     k = layer if layer is not None else _layer(config)
+    refuse_kept_runs(config, [(k, config.configs)])
     prepared = prepare_builtin(config.task, layer=k, model=config.model, root=config.cache_root,
                                max_length=config.max_length)
+    task = get_task(config.task).task
+    done = _recorded(config.out) if config.resume else {}
     records = []
-    with tempfile.TemporaryDirectory(prefix="fidelity-") as work:
+    with _work_folder(config, k) as work:
         for name in config.configs:
             for seed in config.seeds:
-                log(f"== {config.task} K={k} {name} seed {seed}")
-                record = run_one(config, name, seed, prepared.cache, prepared.labels,
-                                 get_task(config.task).task, k, work)
+                run = (config, name, seed, prepared.cache, prepared.labels, task)
+                key = _run_key(_run_identity(config, name, seed, k,
+                                             _run_train_config(*run, work)))
+                if key in done:
+                    log(f"== {config.task} K={k} {name} seed {seed}: in {config.out}, skipped")
+                    records.append(done[key])
+                    continue
+                resume = config.resume and os.path.isfile(
+                    os.path.join(run_folder(work, name, seed), "checkpoint.pt"))
+                log(f"== {config.task} K={k} {name} seed {seed}"
+                    + (" (resumed from its checkpoint)" if resume else ""))
+                record = run_one(*run, k, work, resume=resume)
                 _append(config.out, record)
                 records.append(record)
                 log(f"   {json.dumps(record['metrics'])}")
@@ -122,6 +212,11 @@ def linear_probe(config: FidelityConfig, log=print) -> list:
     from runtime.upper import load_upper
 
     k = _layer(config)
+    done = _recorded(config.out) if config.resume else {}
+    keys = {seed: _run_key(_probe_identity(config, seed, k)) for seed in config.seeds}
+    if all(key in done for key in keys.values()):
+        log(f"== probe: every seed in {config.out}, skipped")
+        return [done[key] for key in keys.values()]
     prepared = prepare_builtin(config.task, layer=k, model=config.model, root=config.cache_root,
                                max_length=config.max_length)
     reader = open_cache(prepared.cache)
@@ -131,15 +226,15 @@ def linear_probe(config: FidelityConfig, log=print) -> list:
     states = final_states(reader, upper, [e.key for e in data.examples], config.device)
     records = []
     for seed in config.seeds:
+        if keys[seed] in done:
+            records.append(done[keys[seed]])
+            continue
         sub = subset_train(data, TrainConfig(cache="", labels="", task=task, out="", seed=seed,
                                              max_train_examples=config.max_train_examples))
         result = probe(task, sub, states, sub.split("train"), sub.split("dev"), sub.split("test"))
-        record = {"model": _model_label(config), "task": config.task, "layer": k,
-                  "config": "linear-probe", "seed": seed,
+        record = {**_probe_identity(config, seed, k),
                   "metrics": {task_named(task).primary_metric: result["test"], "dev": result["dev"],
                               "l2": result["l2"]},
-                  "max_length": config.max_length,
-                  "max_train_examples": config.max_train_examples,
                   "date": time.strftime("%Y-%m-%d")}
         _append(config.out, record)
         records.append(record)
@@ -147,13 +242,20 @@ def linear_probe(config: FidelityConfig, log=print) -> list:
     return records
 
 
+def _probe_identity(config: FidelityConfig, seed: int, layer: int) -> dict:
+    return {"model": _model_label(config), "task": config.task, "layer": layer,
+            "config": "linear-probe", "seed": seed, "max_length": config.max_length,
+            "max_train_examples": config.max_train_examples}
+
+
 def sweep(config: FidelityConfig, log=print) -> list:
     """`compare` at every K = 1 .. N-1; full-* configurations (the same at every K) run once."""
     full = tuple(c for c in config.configs if c.startswith("full"))
     rest = tuple(c for c in config.configs if not c.startswith("full"))
+    plan = [(k, rest + (full if k == 1 else ())) for k in range(1, _num_layers(config))]
+    refuse_kept_runs(config, plan)  # before K=1 trains, not when K=2 finds its folder
     records = []
-    for k in range(1, _num_layers(config)):
-        configs = rest + (full if k == 1 else ())
+    for k, configs in plan:
         records += compare(dataclasses.replace(config, configs=configs), layer=k, log=log)
     return records
 
@@ -551,7 +653,8 @@ def plot_sweep(rows: list, path: str, speedups: dict | None = None) -> None:
 # TrainConfig fields a `--set` may not touch: bench.fidelity sets them per run, and a record
 # must say what ran (a `--set mode=full` under `recycled-lora` would train full and be filed as
 # recycled). Each names the flag that sets it, or None where nothing should.
-_OWNED_FIELDS = {"cache": None, "labels": None, "out": None, "overwrite": None, "task": "--task",
+_OWNED_FIELDS = {"cache": None, "labels": None, "out": None, "overwrite": None,
+                 "resume": "--work DIR --resume", "task": "--task",
                  "model": "--model", "layer": "--layer", "mode": "--configs",
                  "adapter": "--configs", "seed": "--seeds", "epochs": "--epochs",
                  "max_train_examples": "--max-train-examples", "device": "--device"}
@@ -609,13 +712,17 @@ def check_config(config: FidelityConfig) -> None:
     """Refuse bad input before any cache is built: where runs are appended, K against the
     model's depth, and every configuration's TrainConfig made once per seed with placeholder
     paths, so its range checks run up front."""
-    from bench.cli import output_file_problem
+    from bench.cli import output_file_problem, output_folder_problem
     from runtime.config import TrainConfig
     from runtime.datasets import get_task
     from runtime.errors import RuntimeConfigError
     from runtime.upper import check_layer
 
     problem = output_file_problem("--out", config.out)
+    if config.work is not None:
+        problem = problem or output_folder_problem("--work", config.work)
+    elif config.resume:
+        problem = "--resume needs --work DIR, the folder that kept the runs to go on from"
     if problem:
         raise RuntimeConfigError(problem)
     if config.layer is not None:
@@ -714,6 +821,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache-root", default="caches")
     p.add_argument("--out", default="fidelity.jsonl", help="JSON-lines file the runs append to")
+    p.add_argument("--work", metavar="DIR", help="keep every run folder (weights, checkpoint, "
+                   "steps) in DIR/<task>-K<k>/<config>-s<seed> (default: a temporary folder, "
+                   "removed after)")
+    p.add_argument("--resume", action="store_true", help="with --work: the same command again "
+                   "after a crash; skips runs already in --out, continues each run that left a "
+                   "checkpoint in DIR, starts the rest")
     p.add_argument("--plot", help="PNG of the K sweep")
     p.add_argument("--speedups", metavar="REPORT.json", help="with --plot: the training speedup "
                    "per K from this bench.report --json (timed side by side) instead of the "
@@ -747,7 +860,8 @@ def _run(args) -> int:
                             seeds=tuple(args.seeds), max_length=args.max_length,
                             max_train_examples=args.max_train_examples, epochs=args.epochs,
                             overrides=tuple(args.overrides), device=args.device,
-                            cache_root=args.cache_root, out=args.out)
+                            cache_root=args.cache_root, out=args.out, work=args.work,
+                            resume=args.resume)
     problem = args.plot and output_file_problem("--plot", args.plot)
     if problem:
         raise RuntimeConfigError(problem)

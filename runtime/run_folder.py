@@ -194,13 +194,17 @@ def check_resumable(run: RunConfig) -> None:
         raise RuntimeConfigError(f"{path} is not a run config; drop --resume to start the run "
                                  "again")
     old, new = RunConfig.from_json(saved, path).to_json(), run.to_json()
-    changed = [f"{k}={json.dumps(old.get(k))} (now {json.dumps(new.get(k))})"
+    changed = [f"{k}={_shown(old.get(k))} (now {_shown(new.get(k))})"
                for k in sorted(set(old) | set(new))
                if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k)]
     if changed:
         raise RuntimeConfigError(f"--resume: {run.train.out!r} was trained with "
                                  f"{', '.join(changed)}; a resumed run keeps its own settings: "
                                  "drop the changed options, or start a new run in another --out")
+
+
+def _shown(value) -> str:
+    return "default" if value is None else json.dumps(value)  # None is each field's default
 
 
 def prepare_run_folder(config: TrainConfig) -> None:
