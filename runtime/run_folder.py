@@ -84,15 +84,19 @@ def load_run_config(run: str) -> RunConfig:
     if not os.path.isfile(path) or not os.path.isfile(os.path.join(run, "weights.pt")):
         raise RuntimeConfigError(f"{run!r} is not a finished run folder (config.json and "
                                  "weights.pt expected); pass the --out of `python -m runtime.train`")
+    return _read_run_config(path, "train the run again")
+
+
+def _read_run_config(path: str, remedy: str) -> RunConfig:
+    """RunConfig of a config.json; a damaged or foreign one is one error ending in `remedy`."""
     try:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
     except ValueError as exc:  # half-written, or not UTF-8
         raise RuntimeConfigError(f"{path} is damaged ({exc}); the run did not finish writing "
-                                 "it: train the run again") from None
+                                 f"it: {remedy}") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("label_names"), list):
-        raise RuntimeConfigError(f"{path} is not a run config (no label_names); train the run "
-                                 "again")
+        raise RuntimeConfigError(f"{path} is not a run config (no label_names); {remedy}")
     return RunConfig.from_json(saved, path)
 
 
@@ -184,16 +188,8 @@ def check_resumable(run: RunConfig) -> None:
     if not os.path.isfile(path):
         raise RuntimeConfigError(f"--resume given but {path!r} does not exist; drop --resume "
                                  "to start a new run")
-    try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-    except ValueError:
-        raise RuntimeConfigError(f"{path} is damaged (half-written?); drop --resume to start "
-                                 "the run again") from None
-    if not isinstance(saved, dict) or not isinstance(saved.get("label_names"), list):
-        raise RuntimeConfigError(f"{path} is not a run config; drop --resume to start the run "
-                                 "again")
-    old, new = RunConfig.from_json(saved, path).to_json(), run.to_json()
+    old = _read_run_config(path, "drop --resume to start the run again").to_json()
+    new = run.to_json()
     changed = [f"{k}={_shown(old.get(k))} (now {_shown(new.get(k))})"
                for k in sorted(set(old) | set(new))
                if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k)]

@@ -328,8 +328,10 @@ def test_disk_full_while_writing_predictions_is_one_line_and_no_half_file(seq_ru
      "--resume given but"),
     ("resume-with-other-settings", lambda run: None, ["--resume", "--seed", "7"],
      "was trained with seed=0 (now 7)"),
+    ("resume-from-half-written-config", lambda run: _truncate(run / "config.json", 0.5),
+     ["--resume"], "drop --resume to start the run again"),
 ], ids=["half-written-config-in-out", "truncated-checkpoint", "resume-without-checkpoint",
-        "resume-with-other-settings"])
+        "resume-with-other-settings", "resume-from-half-written-config"])
 def test_train_into_a_damaged_run_folder(tiny_task, seq_run, tmp_path, capsys, name, damage,
                                          extra, fragment):
     run = tmp_path / "run"
