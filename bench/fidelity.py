@@ -64,15 +64,21 @@ def run_one(config: FidelityConfig, name: str, seed: int, cache: str, labels: st
             task: str, layer: int, work: str, resume: bool = False) -> dict:
     """Train one configuration with one seed (in `run_folder(work, name, seed)`, continuing
     from its checkpoint if `resume`); returns the JSON record of the run."""
+    train_config = _run_train_config(config, name, seed, cache, labels, task, work, resume)
+    return _train_and_record(_run_identity(config, name, seed, layer, train_config),
+                             train_config)
+
+
+def _train_and_record(identity: dict, train_config) -> dict:
+    """Train `train_config`; its record is `identity` plus metrics, timing and machine."""
     import torch
 
     from export.cpu import cpu_description
     from runtime.trainer import train
 
-    train_config = _run_train_config(config, name, seed, cache, labels, task, work, resume)
     t0 = time.perf_counter()
     metrics = train(train_config)
-    return {**_run_identity(config, name, seed, layer, train_config), "metrics": metrics,
+    return {**identity, "metrics": metrics,
             "wall_seconds": round(time.perf_counter() - t0, 2),
             "learning_rate": train_config.learning_rate,
             "head_learning_rate": train_config.head_learning_rate,
@@ -110,7 +116,9 @@ def _run_identity(config: FidelityConfig, name: str, seed: int, layer: int,
                              if k not in ("cache", "labels", "out", "model")}}
 
 
-# How a resumed run's record may differ from an uninterrupted one's and still be that run.
+# How a resumed run's record may differ from an uninterrupted one's and still be that run:
+# runtime.run_folder.RESUME_MAY_CHANGE less the paths (a record keeps none) and less the device
+# (a GPU and a CPU run of one seed are two runs, as in _RUN_FIELDS' note).
 _RESUME_FREE = ("resume", "overwrite", "prefetch_depth")
 
 
@@ -137,9 +145,13 @@ def _work_folder(config: FidelityConfig, layer: int):
         with tempfile.TemporaryDirectory(prefix="fidelity-") as work:
             yield work
         return
-    work = os.path.join(config.work, f"{config.task}-K{layer}")
+    work = _kept_folder(config, layer)
     os.makedirs(work, exist_ok=True)
     yield work
+
+
+def _kept_folder(config: FidelityConfig, layer: int) -> str:
+    return os.path.join(config.work, f"{config.task}-K{layer}")
 
 
 def refuse_kept_runs(config: FidelityConfig, plan: list) -> None:
@@ -152,8 +164,7 @@ def refuse_kept_runs(config: FidelityConfig, plan: list) -> None:
     for layer, configs in plan:
         for name in configs:
             for seed in config.seeds:
-                folder = run_folder(os.path.join(config.work, f"{config.task}-K{layer}"), name,
-                                    seed)
+                folder = run_folder(_kept_folder(config, layer), name, seed)
                 if os.path.exists(folder):
                     raise RuntimeConfigError(
                         f"--work: {folder} holds an earlier run; pass --resume to go on from "
@@ -183,18 +194,19 @@ def compare(config: FidelityConfig, layer: int | None = None, log=print) -> list
     with _work_folder(config, k) as work:
         for name in config.configs:
             for seed in config.seeds:
-                run = (config, name, seed, prepared.cache, prepared.labels, task)
-                key = _run_key(_run_identity(config, name, seed, k,
-                                             _run_train_config(*run, work)))
+                resume = config.resume and os.path.isfile(
+                    os.path.join(run_folder(work, name, seed), "checkpoint.pt"))
+                train_config = _run_train_config(config, name, seed, prepared.cache,
+                                                 prepared.labels, task, work, resume)
+                identity = _run_identity(config, name, seed, k, train_config)
+                key = _run_key(identity)  # leaves `resume` out: a resumed run is the same run
                 if key in done:
                     log(f"== {config.task} K={k} {name} seed {seed}: in {config.out}, skipped")
                     records.append(done[key])
                     continue
-                resume = config.resume and os.path.isfile(
-                    os.path.join(run_folder(work, name, seed), "checkpoint.pt"))
                 log(f"== {config.task} K={k} {name} seed {seed}"
                     + (" (resumed from its checkpoint)" if resume else ""))
-                record = run_one(*run, k, work, resume=resume)
+                record = _train_and_record(identity, train_config)
                 _append(config.out, record)
                 records.append(record)
                 log(f"   {json.dumps(record['metrics'])}")
