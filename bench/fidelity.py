@@ -20,7 +20,7 @@ error, at the same learning rate or (`--pick-by-dev`) at the rate each side's de
 Run folders live in a temporary folder, removed afterwards, unless `--work DIR` keeps them
 (DIR/<task>-K<k>/<config>-s<seed>). The same command with `--resume` then goes on after a crash
 or a kill: a run already recorded in `--out` is skipped, a run with a checkpoint continues from
-it (the trainer refuses one of other settings), and the rest start.
+it, and the rest start; a kept checkpoint of other settings is refused before anything trains.
 """
 from __future__ import annotations
 
@@ -154,21 +154,53 @@ def _kept_folder(config: FidelityConfig, layer: int) -> str:
     return os.path.join(config.work, f"{config.task}-K{layer}")
 
 
-def refuse_kept_runs(config: FidelityConfig, plan: list) -> None:
-    """Without --resume, refuse a --work that already holds a run folder of `plan` ((K,
-    configs) pairs): training anew into it would throw its checkpoint away."""
+def check_kept_runs(config: FidelityConfig, plan: list) -> None:
+    """Refuse, before anything trains, a --work whose run folders of `plan` ((K, configs)
+    pairs) the command would spoil: without --resume any such folder (training anew into it
+    would throw its checkpoint away); with --resume a checkpointed one trained with other
+    settings than the command's (the trainer would refuse it, but only when its turn came)."""
     from runtime.errors import RuntimeConfigError
 
-    if config.work is None or config.resume:
+    if config.work is None:
         return
+    done = _recorded(config.out) if config.resume else {}
     for layer, configs in plan:
         for name in configs:
             for seed in config.seeds:
                 folder = run_folder(_kept_folder(config, layer), name, seed)
-                if os.path.exists(folder):
+                if not config.resume and os.path.exists(folder):
                     raise RuntimeConfigError(
                         f"--work: {folder} holds an earlier run; pass --resume to go on from "
                         "it (runs in --out are skipped), or pick another --work")
+                changed = config.resume and _changed_kept_run(config, layer, name, seed, done)
+                if changed:
+                    raise RuntimeConfigError(
+                        f"--work: {folder} was trained with {', '.join(changed)}; --resume "
+                        "goes on only with the settings it started with: drop the changed "
+                        "option, or pick another --work")
+
+
+# Left to the trainer's own check on resume: bench learns the labels path only when it builds
+# a K's cache, and config.json holds the pooling "auto" resolved to.
+_UNCHECKED_BEFORE_TRAINING = frozenset({"labels", "pooling"})
+
+
+def _changed_kept_run(config: FidelityConfig, layer: int, name: str, seed: int,
+                      done: dict) -> list:
+    """The settings a checkpointed kept run of `name` and `seed` changes, if it would resume."""
+    from runtime import run_folder as kept
+    from runtime.datasets import get_task
+
+    folder = run_folder(_kept_folder(config, layer), name, seed)
+    if not os.path.isfile(os.path.join(folder, "checkpoint.pt")):
+        return []
+    planned = _run_train_config(config, name, seed, "", "", get_task(config.task).task,
+                                _kept_folder(config, layer), resume=True)
+    if _run_key(_run_identity(config, name, seed, layer, planned)) in done:
+        return []  # skipped, not resumed
+    saved = kept.read_train_config(folder, "delete that run folder, or pick another --work")
+    return kept.changed_settings(dataclasses.asdict(saved), dataclasses.asdict(planned),
+                                 _UNCHECKED_BEFORE_TRAINING)
 
 
 def _gpu_description(device: str) -> dict:
@@ -185,7 +217,7 @@ def compare(config: FidelityConfig, layer: int | None = None, log=print) -> list
     from runtime.datasets import get_task, prepare_builtin
 
     k = layer if layer is not None else _layer(config)
-    refuse_kept_runs(config, [(k, config.configs)])
+    check_kept_runs(config, [(k, config.configs)])
     prepared = prepare_builtin(config.task, layer=k, model=config.model, root=config.cache_root,
                                max_length=config.max_length)
     task = get_task(config.task).task
@@ -265,7 +297,7 @@ def sweep(config: FidelityConfig, log=print) -> list:
     full = tuple(c for c in config.configs if c.startswith("full"))
     rest = tuple(c for c in config.configs if not c.startswith("full"))
     plan = [(k, rest + (full if k == 1 else ())) for k in range(1, _num_layers(config))]
-    refuse_kept_runs(config, plan)  # before K=1 trains, not when K=2 finds its folder
+    check_kept_runs(config, plan)  # before K=1 trains, not when K=2 finds its folder
     records = []
     for k, configs in plan:
         records += compare(dataclasses.replace(config, configs=configs), layer=k, log=log)

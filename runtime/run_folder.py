@@ -189,14 +189,25 @@ def check_resumable(run: RunConfig) -> None:
         raise RuntimeConfigError(f"--resume given but {path!r} does not exist; drop --resume "
                                  "to start a new run")
     old = _read_run_config(path, "drop --resume to start the run again").to_json()
-    new = run.to_json()
-    changed = [f"{k}={_shown(old.get(k))} (now {_shown(new.get(k))})"
-               for k in sorted(set(old) | set(new))
-               if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k)]
+    changed = changed_settings(old, run.to_json())
     if changed:
         raise RuntimeConfigError(f"--resume: {run.train.out!r} was trained with "
                                  f"{', '.join(changed)}; a resumed run keeps its own settings: "
                                  "drop the changed options, or start a new run in another --out")
+
+
+def changed_settings(old: dict, new: dict, unchecked: frozenset = frozenset()) -> list:
+    """'key=old (now new)' for each setting of config.json `old` that `new` changes and a
+    resumed run may not (RESUME_MAY_CHANGE and `unchecked` are left out)."""
+    return [f"{k}={_shown(old.get(k))} (now {_shown(new.get(k))})"
+            for k in sorted(set(old) | set(new))
+            if k not in RESUME_MAY_CHANGE | unchecked and old.get(k) != new.get(k)]
+
+
+def read_train_config(run: str, remedy: str) -> TrainConfig:
+    """The TrainConfig RUN/config.json was trained with (pooling resolved); a damaged one is one
+    error ending in `remedy`."""
+    return _read_run_config(os.path.join(run, "config.json"), remedy).train
 
 
 def _shown(value) -> str:

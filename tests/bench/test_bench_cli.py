@@ -3,7 +3,7 @@
 import pytest
 
 from bench import precision, report, roofline, scale
-from bench.cli import at_least, output_file_problem
+from bench.cli import at_least, output_file_problem, output_folder_problem
 
 
 def test_at_least_parses_integers_from_its_bound():
@@ -22,6 +22,26 @@ def test_output_file_problem_names_the_flag_and_what_is_wrong(tmp_path):
         f"--out {tmp_path}: is a folder; pass a file name")
     assert "is not a folder this user can write to" in output_file_problem(
         "--out", str(tmp_path / "no" / "x.json"))
+
+
+def test_unwritable_paths_are_named(tmp_path, monkeypatch):
+    """Tests run as root, for whom os.access always says yes: a user without write access is
+    played by os.access saying no for the one path."""
+    import os
+
+    locked = str(tmp_path / "locked")
+    os.makedirs(locked)
+    (tmp_path / "kept.json").write_text("{}")
+    refused = {locked, str(tmp_path / "kept.json")}
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: p not in refused and real_access(p, mode))
+    assert output_folder_problem("--work", locked) == (
+        f"--work {locked}: this user cannot write to it")
+    assert output_folder_problem("--work", locked + "/runs") == (
+        f"--work {locked}/runs: {locked} is not a folder this user can write to")
+    assert output_file_problem("--out", str(tmp_path / "kept.json")) == (
+        f"--out {tmp_path / 'kept.json'}: this user cannot write to it")
+    assert output_folder_problem("--work", str(tmp_path / "new")) is None
 
 
 @pytest.mark.parametrize("command, argv, message", [

@@ -27,7 +27,10 @@ class _FakeTrainer:
         name = f"{config.mode}-{config.adapter}"
         self.calls.append((name, config.seed, config.resume))
         os.makedirs(config.out, exist_ok=True)
-        if (name, config.seed) in self.die:
+        if (name, config.seed) in self.die:  # as the trainer leaves it: settings, checkpoint
+            with open(os.path.join(config.out, "config.json"), "w", encoding="utf-8") as f:
+                json.dump({**dataclasses.asdict(config), "label_names": ["O"],
+                           "cache_fingerprint": {}}, f)
             open(os.path.join(config.out, "checkpoint.pt"), "wb").close()
             raise _Killed
         return {"f1": 0.5 + config.seed / 100, "train_seconds": 1.0, "epochs_run": 1}
@@ -119,6 +122,42 @@ def test_a_sweep_refuses_a_kept_run_at_any_k_before_k1_trains(tmp_path, monkeypa
     with pytest.raises(RuntimeConfigError, match="wnut16-K4/recycled-lora-s0 holds an earlier"):
         fidelity.sweep(_config(tmp_path, configs=("recycled-lora",), seeds=(0,)))
     assert fake.calls == []
+
+
+def test_resume_refuses_a_checkpointed_run_of_other_settings_before_any_training(
+        tmp_path, monkeypatch, no_cache, capsys):
+    config = _config(tmp_path, configs=("recycled-lora", "full-lora"), seeds=(0,))
+    _trainer(monkeypatch, die=[("full-lora", 0)])
+    with pytest.raises(_Killed):
+        fidelity.compare(config, log=lambda *a: None)
+    before = open(config.out, encoding="utf-8").read()
+    again = _trainer(monkeypatch)
+    argv = ["--task", "wnut16", "--layer", "3", "--configs", "recycled-lora,full-lora",
+            "--seeds", "0", "--out", config.out, "--work", config.work, "--resume",
+            "--set", "lr=3e-3"]
+    assert fidelity.main(argv) == 2
+    folder = tmp_path / "work" / "wnut16-K3" / "full-lora-s0"
+    assert capsys.readouterr().err == (
+        f"error: --work: {folder} was trained with lr=default (now 0.003); --resume goes on "
+        "only with the settings it started with: drop the changed option, or pick another "
+        "--work\n")
+    assert again.calls == []  # not even recycled-lora, which the new rate would train anew
+    assert open(config.out, encoding="utf-8").read() == before
+
+
+def test_resume_does_not_check_a_kept_folder_whose_run_is_recorded(tmp_path, monkeypatch,
+                                                                  no_cache):
+    config = _config(tmp_path, configs=("recycled-lora",), seeds=(0,))
+    _trainer(monkeypatch, die=[("recycled-lora", 0)])
+    with pytest.raises(_Killed):
+        fidelity.compare(config, log=lambda *a: None)  # kept: a checkpoint at the default rate
+    faster = dataclasses.replace(config, overrides=("lr=3e-3",))
+    _trainer(monkeypatch)
+    fidelity.compare(dataclasses.replace(faster, work=str(tmp_path / "elsewhere")),
+                     log=lambda *a: None)
+    idle = _trainer(monkeypatch)
+    records = fidelity.compare(dataclasses.replace(faster, resume=True), log=lambda *a: None)
+    assert idle.calls == [] and [r["learning_rate"] for r in records] == [3e-3]
 
 
 def test_resume_skips_probe_seeds_already_recorded_without_building_the_cache(
