@@ -190,6 +190,7 @@ def _changed_kept_run(config: FidelityConfig, layer: int, name: str, seed: int,
     """The settings a checkpointed kept run of `name` and `seed` changes, if it would resume."""
     from runtime import run_folder as kept
     from runtime.datasets import get_task
+    from runtime.errors import RuntimeConfigError
 
     folder = run_folder(_kept_folder(config, layer), name, seed)
     if not os.path.isfile(os.path.join(folder, "checkpoint.pt")):
@@ -198,7 +199,10 @@ def _changed_kept_run(config: FidelityConfig, layer: int, name: str, seed: int,
                                 _kept_folder(config, layer), resume=True)
     if _run_key(_run_identity(config, name, seed, layer, planned)) in done:
         return []  # skipped, not resumed
-    saved = kept.read_train_config(folder, "delete that run folder, or pick another --work")
+    remedy = "delete that run folder, or pick another --work"
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise RuntimeConfigError(f"--work: {folder} has a checkpoint but no config.json; {remedy}")
+    saved = kept.read_train_config(folder, remedy)
     return kept.changed_settings(dataclasses.asdict(saved), dataclasses.asdict(planned),
                                  _UNCHECKED_BEFORE_TRAINING)
 

@@ -145,6 +145,28 @@ def test_resume_refuses_a_checkpointed_run_of_other_settings_before_any_training
     assert open(config.out, encoding="utf-8").read() == before
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("remove", "has a checkpoint but no config.json; delete that run folder, or pick another "
+               "--work"),
+    ("truncate", "config.json is damaged"),
+])
+def test_resume_refuses_a_kept_checkpoint_without_its_settings(damage, message, tmp_path,
+                                                               monkeypatch, no_cache):
+    config = _config(tmp_path, configs=("recycled-lora",), seeds=(0,))
+    _trainer(monkeypatch, die=[("recycled-lora", 0)])
+    with pytest.raises(_Killed):
+        fidelity.compare(config, log=lambda *a: None)
+    saved = tmp_path / "work" / "wnut16-K3" / "recycled-lora-s0" / "config.json"
+    if damage == "remove":
+        saved.unlink()
+    else:
+        saved.write_text(saved.read_text()[:20])
+    again = _trainer(monkeypatch)
+    with pytest.raises(RuntimeConfigError, match=message):
+        fidelity.compare(dataclasses.replace(config, resume=True), log=lambda *a: None)
+    assert again.calls == []
+
+
 def test_resume_does_not_check_a_kept_folder_whose_run_is_recorded(tmp_path, monkeypatch,
                                                                   no_cache):
     config = _config(tmp_path, configs=("recycled-lora",), seeds=(0,))
