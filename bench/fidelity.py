@@ -168,11 +168,13 @@ def check_kept_runs(config: FidelityConfig, plan: list) -> None:
         for name in configs:
             for seed in config.seeds:
                 folder = run_folder(_kept_folder(config, layer), name, seed)
-                if not config.resume and os.path.exists(folder):
-                    raise RuntimeConfigError(
-                        f"--work: {folder} holds an earlier run; pass --resume to go on from "
-                        "it (runs in --out are skipped), or pick another --work")
-                changed = config.resume and _changed_kept_run(config, layer, name, seed, done)
+                if not config.resume:
+                    if os.path.exists(folder):
+                        raise RuntimeConfigError(
+                            f"--work: {folder} holds an earlier run; pass --resume to go on "
+                            "from it (runs in --out are skipped), or pick another --work")
+                    continue
+                changed = _changed_kept_run(config, layer, name, seed, folder, done)
                 if changed:
                     raise RuntimeConfigError(
                         f"--work: {folder} was trained with {', '.join(changed)}; --resume "
@@ -185,14 +187,14 @@ def check_kept_runs(config: FidelityConfig, plan: list) -> None:
 _UNCHECKED_BEFORE_TRAINING = frozenset({"labels", "pooling"})
 
 
-def _changed_kept_run(config: FidelityConfig, layer: int, name: str, seed: int,
+def _changed_kept_run(config: FidelityConfig, layer: int, name: str, seed: int, folder: str,
                       done: dict) -> list:
-    """The settings a checkpointed kept run of `name` and `seed` changes, if it would resume."""
+    """The settings the command changes for the kept run in `folder` (of `name` and `seed`),
+    if that run would resume from its checkpoint."""
     from runtime import run_folder as kept
     from runtime.datasets import get_task
     from runtime.errors import RuntimeConfigError
 
-    folder = run_folder(_kept_folder(config, layer), name, seed)
     if not os.path.isfile(os.path.join(folder, "checkpoint.pt")):
         return []
     planned = _run_train_config(config, name, seed, "", "", get_task(config.task).task,
