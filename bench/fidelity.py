@@ -591,7 +591,8 @@ def paired_gaps(records: list, by_dev: bool = False) -> list:
                       "full_lr": full_recipe[0], "picked": by_dev, "dev_means": dev_means,
                       "mean": statistics.fmean(ours), "full_mean": statistics.fmean(theirs),
                       "gaps": gaps, "mean_gap": statistics.fmean(gaps),
-                      "standard_error": _standard_error(gaps)})
+                      "standard_error": _standard_error(gaps),
+                      "interval_95": interval_95(gaps)})
     return found
 
 
@@ -601,6 +602,35 @@ def _standard_error(values: list):
     if len(values) < 2:
         return None
     return statistics.stdev(values) / math.sqrt(len(values))
+
+
+# Student's t, two-sided 95% (the 0.975 quantile), degrees of freedom 1..30, to 3 decimals.
+_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+          2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+          2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile_975(df: int) -> float:
+    """Student's t 0.975 quantile: a table to 30 degrees of freedom, then the Cornish-Fisher
+    expansion about the normal one (off by under 2e-4 from 31 on), so bench needs no scipy."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be at least 1, got {df}")
+    if df <= len(_T_975):
+        return _T_975[df - 1]
+    z = statistics.NormalDist().inv_cdf(0.975)
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def interval_95(gaps: list):
+    """(low, high) of the 95% t interval of the mean gap over seeds, or None on one seed. On
+    a few seeds it is wide: with a standard error near 1 point, ten seeds cannot place a gap
+    on either side of a 1-point bound, and the interval says so where the mean alone cannot."""
+    error = _standard_error(gaps)
+    if error is None:
+        return None
+    half = t_quantile_975(len(gaps) - 1) * error
+    mean = statistics.fmean(gaps)
+    return mean - half, mean + half
 
 
 def _at(recipe) -> str:
@@ -621,7 +651,8 @@ def format_paired_gaps(found: list) -> str:
     for f in found:
         per_seed = ", ".join(f"{g:+.2f}" for g in f["gaps"])
         spread = ("" if f["standard_error"] is None
-                  else f"standard error {f['standard_error']:.2f}; ")
+                  else f"standard error {f['standard_error']:.2f}, 95% interval "
+                       f"{f['interval_95'][0]:+.2f} to {f['interval_95'][1]:+.2f}; ")
         lines.append(f"{f['model']} {f['task']} K={f['layer']}: {f['config']}{_at(f['recipe'])} "
                      f"- {f['full_config']}{_at(f['full_recipe'])} on seeds {f['seeds']}: "
                      f"{f['mean_gap']:+.2f} ({spread}{f['mean']:.2f} against "

@@ -140,13 +140,31 @@ def test_paired_gaps_compare_only_the_seeds_both_sides_ran():
     assert "per seed +0.00, +0.00, -9.00" in text
     # gaps 0, 0, -9: deviations 3, 3, -6, sample variance 54 / 2 = 27, so sqrt(27 / 3) = 3
     assert ft["standard_error"] == pytest.approx(3.0)
-    assert "-3.00 (standard error 3.00; " in text
+    # df 2: t = 4.303, so -3 -/+ 4.303 x 3 = -15.909 .. +9.909
+    assert ft["interval_95"] == pytest.approx((-15.909, 9.909))
+    assert "-3.00 (standard error 3.00, 95% interval -15.91 to +9.91; " in text
+
+
+def test_the_t_quantile_matches_scipy_to_its_table_rounding():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    # the table holds 3 decimals (off by at most 5e-4); the expansion from 31 on is closer
+    for df in range(1, 400):
+        assert fidelity.t_quantile_975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df),
+                                                            abs=5e-4)
+
+
+def test_the_t_quantile_falls_towards_the_normal_one_and_refuses_no_freedom():
+    quantiles = [fidelity.t_quantile_975(df) for df in range(1, 200)]
+    assert all(a > b for a, b in zip(quantiles, quantiles[1:]))  # table and expansion join
+    assert quantiles[-1] > 1.95996  # never below the normal quantile it tends to
+    with pytest.raises(ValueError, match="at least 1"):
+        fidelity.t_quantile_975(0)
 
 
 def test_a_paired_gap_on_one_seed_claims_no_standard_error():
     found = fidelity.paired_gaps([_record("recycled-lora", 0, 0.40, layer=3),
                                   _record("full-lora", 0, 0.45)])
-    assert found[0]["standard_error"] is None
+    assert found[0]["standard_error"] is None and found[0]["interval_95"] is None
     assert "-5.00 (40.00 against 45.00; per seed -5.00)" in fidelity.format_paired_gaps(found)
 
 
