@@ -585,14 +585,14 @@ def paired_gaps(records: list, by_dev: bool = False) -> list:
         ours = [statistics.fmean(s for s, _ in by_seed[seed]) for seed in seeds]
         theirs = [statistics.fmean(s for s, _ in full[seed]) for seed in seeds]
         gaps = [a - b for a, b in zip(ours, theirs)]
+        mean_gap, error = statistics.fmean(gaps), _standard_error(gaps)
         found.append({"model": model, "task": task, "subset": subset, "layer": layer,
                       "config": name, "full_config": full_name, "seeds": seeds,
                       "recipe": recipe, "full_recipe": full_recipe, "lr": recipe[0],
                       "full_lr": full_recipe[0], "picked": by_dev, "dev_means": dev_means,
                       "mean": statistics.fmean(ours), "full_mean": statistics.fmean(theirs),
-                      "gaps": gaps, "mean_gap": statistics.fmean(gaps),
-                      "standard_error": _standard_error(gaps),
-                      "interval_95": interval_95(gaps)})
+                      "gaps": gaps, "mean_gap": mean_gap, "standard_error": error,
+                      "interval_95": interval_95(mean_gap, error, len(gaps))})
     return found
 
 
@@ -621,15 +621,14 @@ def t_quantile_975(df: int) -> float:
     return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
 
 
-def interval_95(gaps: list):
-    """(low, high) of the 95% t interval of the mean gap over seeds, or None on one seed. On
-    a few seeds it is wide: with a standard error near 1 point, ten seeds cannot place a gap
-    on either side of a 1-point bound, and the interval says so where the mean alone cannot."""
-    error = _standard_error(gaps)
-    if error is None:
+def interval_95(mean: float, standard_error, seeds: int):
+    """(low, high) of the 95% t interval of a mean gap over `seeds` seeds, or None where one
+    seed leaves no standard error. On a few seeds it is wide: with a standard error near 1
+    point, ten seeds cannot place a gap on either side of a 1-point bound, and the interval
+    says so where the mean alone cannot."""
+    if standard_error is None:
         return None
-    half = t_quantile_975(len(gaps) - 1) * error
-    mean = statistics.fmean(gaps)
+    half = t_quantile_975(seeds - 1) * standard_error
     return mean - half, mean + half
 
 
