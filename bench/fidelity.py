@@ -538,11 +538,12 @@ def _seed_scores(records: list) -> dict:
 
 def pick_by_dev(scores: dict) -> dict:
     """{key without recipe: (the recipe key whose mean best dev score is highest, {recipe key:
-    mean dev})} per configuration and K run at more than one learning rate or recipe, as a
-    user tuning them on the dev split would choose. Each recipe's mean is over the seeds every
-    recipe ran (its own seeds where they share none), so that more seeds at one never decide
-    the pick; a tie (common on BBC's near-perfect dev accuracy) goes to the recipe read first.
-    Runs without a dev score do not take part."""
+    mean dev}, the seeds those means are over)} per configuration and K run at more than one
+    learning rate or recipe, as a user tuning them on the dev split would choose. Each
+    recipe's mean is over the seeds every recipe ran (its own seeds where they share none:
+    then the seeds are None), so that more seeds at one never decide the pick; a tie (common
+    on BBC's near-perfect dev accuracy) goes to the recipe read first. Runs without a dev
+    score do not take part."""
     rates = {}
     for key, by_seed in scores.items():
         devs = {s: [d for _, d in runs if d is not None] for s, runs in by_seed.items()}
@@ -554,7 +555,8 @@ def pick_by_dev(scores: dict) -> dict:
         shared = set.intersection(*(set(d) for d in by_lr.values()))
         means = {lr: 100 * statistics.fmean([d[s] for s in (shared or d)])
                  for lr, d in by_lr.items()}
-        picked[key] = (max(means, key=means.get), means)  # max keeps the first of a tie
+        # max keeps the first of a tie
+        picked[key] = (max(means, key=means.get), means, sorted(shared) or None)
     return picked
 
 
@@ -570,14 +572,16 @@ def paired_gaps(records: list, by_dev: bool = False) -> list:
     found = []
     for (model, task, subset, name, layer, recipe), by_seed in scores.items():
         full_name = _full_counterpart(name)
-        full_recipe, dev_means = recipe, {}
+        full_recipe, dev_means, dev_seeds = recipe, {}, {}
         if by_dev:
-            ours, our_devs = picked.get((model, task, subset, name, layer), (recipe, {}))
+            ours, our_devs, our_seeds = picked.get((model, task, subset, name, layer),
+                                                   (recipe, {}, None))
             if ours != recipe:
                 continue
-            full_recipe, full_devs = picked.get((model, task, subset, full_name, None),
-                                                (recipe, {}))
+            full_recipe, full_devs, full_seeds = picked.get(
+                (model, task, subset, full_name, None), (recipe, {}, None))
             dev_means = {"ours": our_devs, "full": full_devs}
+            dev_seeds = {"ours": our_seeds, "full": full_seeds}
         full = scores.get((model, task, subset, full_name, None, full_recipe))
         seeds = sorted(set(by_seed) & set(full or ()))
         if layer is None or not seeds:
@@ -590,6 +594,7 @@ def paired_gaps(records: list, by_dev: bool = False) -> list:
                       "config": name, "full_config": full_name, "seeds": seeds,
                       "recipe": recipe, "full_recipe": full_recipe, "lr": recipe[0],
                       "full_lr": full_recipe[0], "picked": by_dev, "dev_means": dev_means,
+                      "dev_seeds": dev_seeds,
                       "mean": statistics.fmean(ours), "full_mean": statistics.fmean(theirs),
                       "gaps": gaps, "mean_gap": mean_gap, "standard_error": error,
                       "interval_95": interval_95(mean_gap, error, len(gaps))})
@@ -640,9 +645,34 @@ def _at(recipe) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
-def _dev_line(side: str, means: dict) -> str:
-    ranked = sorted(means.items(), key=lambda item: -item[1])
-    return f"{side} {'; '.join(f'{_recipe_label(r)} {dev:.2f}' for r, dev in ranked)}"
+def dev_table(side: str, means: dict, seeds, picked) -> list:
+    """One side's recipes ranked by mean best dev, as lines of a table: a column for the
+    learning rates and one per recipe field whose value tells this side's recipes apart, so
+    that a dozen recipes read as rows, not as one line of thousands of characters."""
+    ranked = sorted(means.items(), key=lambda item: -item[1])  # stable: a tie keeps file order
+    if len(ranked) == 1:
+        return [f"  {side}: one recipe, mean best dev {ranked[0][1]:.2f} over seeds {seeds}"]
+    variants = [dict(variant) for (_, variant), _ in ranked]
+    fields = [f for f in (variants[0] if variants else {})
+              if len({v.get(f) for v in variants}) > 1]
+    cells = [[_lr_label(lr)] + [_field_value(variant, f) for f in fields]
+             for ((lr, _), _), variant in zip(ranked, variants)]
+    header = ["lr/head"] + fields
+    widths = [max(len(row[i]) for row in cells + [header]) for i in range(len(header))]
+    over = (f"over seeds {seeds}, the seeds every recipe ran" if seeds
+            else "each over its own seeds, since the recipes share none")
+    lines = [f"  {side}: mean best dev by recipe, {over}",
+             "    " + "  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  best dev"]
+    for row, (recipe, dev) in zip(cells, ranked):
+        mark = "  picked" if recipe == picked else ""
+        lines.append("    " + "  ".join(c.ljust(w) for c, w in zip(row, widths))
+                     + f"  {dev:8.2f}{mark}")
+    return lines
+
+
+def _field_value(variant: dict, field: str) -> str:
+    value = json.loads(variant[field])
+    return "default" if value is None else str(value)
 
 
 def format_paired_gaps(found: list) -> str:
@@ -657,9 +687,9 @@ def format_paired_gaps(found: list) -> str:
                      f"{f['mean_gap']:+.2f} ({spread}{f['mean']:.2f} against "
                      f"{f['full_mean']:.2f}; per seed {per_seed})")
         if f["picked"] and f["dev_means"]:
-            lines.append(f"  mean best dev by recipe: "
-                         f"{_dev_line(f['config'], f['dev_means']['ours'])}; "
-                         f"{_dev_line(f['full_config'], f['dev_means']['full'])}")
+            for side, name, recipe in (("ours", f["config"], f["recipe"]),
+                                       ("full", f["full_config"], f["full_recipe"])):
+                lines += dev_table(name, f["dev_means"][side], f["dev_seeds"][side], recipe)
     return "\n".join(lines)
 
 

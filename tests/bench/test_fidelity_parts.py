@@ -295,8 +295,10 @@ def test_paired_gaps_pair_the_same_recipe_and_never_pool_two():
     picked = fidelity.paired_gaps(_two_width_runs(), by_dev=True)
     assert len(picked) == 1 and picked[0]["mean_gap"] == pytest.approx(-10.0)  # 31 against 41
     assert picked[0]["recipe"][1] == (("bottleneck_size", "128"),)
-    assert ("recycled-bottleneck 3e-03/3e-02 bottleneck_size=128 41.00; 3e-03/3e-02 "
-            "bottleneck_size=64 39.00") in fidelity.format_paired_gaps(picked)
+    rows = fidelity.format_paired_gaps(picked).split("  recycled-bottleneck: ")[1].splitlines()
+    assert [row.split() for row in rows[1:4]] == [
+        ["lr/head", "bottleneck_size", "best", "dev"],
+        ["3e-03/3e-02", "128", "41.00", "picked"], ["3e-03/3e-02", "64", "39.00"]]
 
 
 def _two_rate_runs():
@@ -388,9 +390,13 @@ def test_pick_by_dev_pairs_each_side_at_the_rate_its_dev_score_picks():
     # full's 3e-3 dev mean is over seeds 0 and 1 only: 45, not (45 + 45 + 90) / 3
     assert f["dev_means"]["full"] == {((1e-3, 1e-2), ()): pytest.approx(50.0),
                                       ((3e-3, 3e-2), ()): pytest.approx(45.0)}
+    assert f["dev_seeds"] == {"ours": [0, 1], "full": [0, 1]}
     text = fidelity.format_paired_gaps(found)
     assert "recycled-lora (lr 3e-03/3e-02) - full-lora (lr 1e-03/1e-02) on seeds [0, 1]" in text
-    assert "full-lora 1e-03/1e-02 50.00; 3e-03/3e-02 45.00" in text
+    table = text.split("  full-lora: ", 1)[1].splitlines()
+    assert table[0] == "mean best dev by recipe, over seeds [0, 1], the seeds every recipe ran"
+    assert [line.split() for line in table[2:]] == [
+        ["1e-03/1e-02", "50.00", "picked"], ["3e-03/3e-02", "45.00"]]
     within = fidelity.largest_k_within(found)
     assert within[0]["largest_k"] == 3 and within[0]["gap"] == pytest.approx(-1.0)
     assert "each at the recipe dev picks, K run [3]: largest K within 1 is 3" in (
@@ -401,6 +407,38 @@ def test_pick_by_dev_pairs_each_side_at_the_rate_its_dev_score_picks():
     assert ("recycled-lora (lr 1e-03/1e-02) against full-lora (lr 1e-03/1e-02), K run [3]: "
             "no K within 1") in same
     assert "recycled-lora (lr 3e-03/3e-02) against full-lora (lr 3e-03/3e-02)" in same
+
+
+def test_dev_table_has_a_column_per_field_that_tells_a_sides_recipes_apart():
+    # recycled tries two widths and clipping on and off; lora_r is the same in all three
+    runs = [_at_lr("recycled-bottleneck", s, 0.40, 3e-3, dev=d, bottleneck_size=w,
+                   max_grad_norm=clip, lora_r=8)
+            for w, clip, d in ((64, None, 0.40), (128, None, 0.46), (64, 1.0, 0.44))
+            for s in (0, 1)]
+    runs += [_at_lr("full-bottleneck", s, 0.41, 3e-3, dev=0.5, bottleneck_size=64, lora_r=8)
+             for s in (0, 1, 2)]
+    [found] = fidelity.paired_gaps(runs, by_dev=True)
+    lines = fidelity.format_paired_gaps([found]).splitlines()
+    assert lines[1] == ("  recycled-bottleneck: mean best dev by recipe, over seeds [0, 1], "
+                        "the seeds every recipe ran")
+    assert lines[2].split() == ["lr/head", "bottleneck_size", "max_grad_norm", "best", "dev"]
+    assert [line.split() for line in lines[3:6]] == [
+        ["3e-03/3e-02", "128", "off", "46.00", "picked"], ["3e-03/3e-02", "64", "1.0", "44.00"],
+        ["3e-03/3e-02", "64", "off", "40.00"]]
+    # the columns line up: each value starts under its header
+    assert lines[3].index("128") == lines[2].index("bottleneck_size")
+    assert lines[4].index("1.0") == lines[2].index("max_grad_norm")
+    assert lines[6] == "  full-bottleneck: one recipe, mean best dev 50.00 over seeds [0, 1, 2]"
+    assert len(lines) == 7
+
+
+def test_dev_table_says_when_the_recipes_share_no_seed():
+    lines = fidelity.dev_table("recycled-lora", {((1e-3, 1e-2), ()): 40.0,
+                                                 ((3e-3, 3e-2), ()): 41.0}, None,
+                               ((3e-3, 3e-2), ()))
+    assert lines[0] == ("  recycled-lora: mean best dev by recipe, each over its own seeds, "
+                        "since the recipes share none")
+    assert lines[2].split() == ["3e-03/3e-02", "41.00", "picked"]
 
 
 def test_summary_reads_several_files_and_picks_by_dev(tmp_path, capsys):
