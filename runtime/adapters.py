@@ -209,7 +209,7 @@ def _add_bottlenecks(stack, config: AdapterConfig, layers) -> None:
 
 
 def _add_input_adapter(stack, config: AdapterConfig, layers) -> None:
-    # Measured (README, RECIPE): on WNUT-16 the adapters below K are what full-bottleneck
+    # Measured (docs/FIDELITY.md, RECIPE): on WNUT-16 the adapters below K are what full-bottleneck
     # gains by; in a recycled run this one adapts the cached states in their place.
     lowest = stack.layers[min(layers) - stack.layer]
     attach_input_adapter(lowest, InputAdapter(hidden_size(stack.config), config.input_width,
