@@ -225,9 +225,10 @@ def _end_of_epoch(config, built, source, reader, data, state: TrainingState, at:
               f"(patience {config.patience}); best dev {state.best:.4f}", flush=True)
         decayed = half_decayed_epoch(epochs, config.warmup_ratio)
         if state.epoch < decayed:
-            # Measured (docs/FIDELITY.md and RECIPE, bottleneck whole-schedule reruns): at raised rates dev
-            # F1 dips for epochs after the warm-up and recovers as the rate decays; stopping in
-            # the dip cost 5.7-8.8 points on four MiniLM runs and 17.9 on one MPNet run.
+            # Measured (docs/FIDELITY.md and RECIPE, bottleneck whole-schedule reruns): at
+            # raised rates dev F1 dips for epochs after the warm-up and recovers as the rate
+            # decays; stopping in the dip cost 5.7-8.8 points on four MiniLM runs and 17.9 on
+            # one MPNet run.
             print(f"epoch {epoch + 1}: the learning rate is still above half its peak, where "
                   f"dev scores can dip and recover; --min-epochs {decayed} trains on until it "
                   "has decayed", flush=True)
