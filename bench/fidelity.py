@@ -346,8 +346,13 @@ def _lr_label(lr) -> str:
 
 def _variant_label(variant: tuple) -> str:
     """"bottleneck_size=128, epochs=10" for the recipe fields that set a run apart."""
-    shown = ((field, json.loads(value)) for field, value in variant)
-    return ", ".join(f"{field}={'default' if value is None else value}" for field, value in shown)
+    return ", ".join(f"{field}={_shown(value)}" for field, value in variant)
+
+
+def _shown(value: str) -> str:
+    """A recipe field's JSON value as the tables print it; None is the field's default."""
+    value = json.loads(value)
+    return "default" if value is None else str(value)
 
 
 def _recipe_label(recipe: tuple) -> str:
@@ -650,12 +655,13 @@ def dev_table(side: str, means: dict, seeds, picked) -> list:
     learning rates and one per recipe field whose value tells this side's recipes apart, so
     that a dozen recipes read as rows, not as one line of thousands of characters."""
     ranked = sorted(means.items(), key=lambda item: -item[1])  # stable: a tie keeps file order
+    if not ranked:  # a side whose runs recorded no dev score
+        return []
     if len(ranked) == 1:
         return [f"  {side}: one recipe, mean best dev {ranked[0][1]:.2f} over seeds {seeds}"]
     variants = [dict(variant) for (_, variant), _ in ranked]
-    fields = [f for f in (variants[0] if variants else {})
-              if len({v.get(f) for v in variants}) > 1]
-    cells = [[_lr_label(lr)] + [_field_value(variant, f) for f in fields]
+    fields = [f for f in variants[0] if len({v.get(f) for v in variants}) > 1]
+    cells = [[_lr_label(lr)] + [_shown(variant[f]) for f in fields]
              for ((lr, _), _), variant in zip(ranked, variants)]
     header = ["lr/head"] + fields
     widths = [max(len(row[i]) for row in cells + [header]) for i in range(len(header))]
@@ -668,11 +674,6 @@ def dev_table(side: str, means: dict, seeds, picked) -> list:
         lines.append("    " + "  ".join(c.ljust(w) for c, w in zip(row, widths))
                      + f"  {dev:8.2f}{mark}")
     return lines
-
-
-def _field_value(variant: dict, field: str) -> str:
-    value = json.loads(variant[field])
-    return "default" if value is None else str(value)
 
 
 def format_paired_gaps(found: list) -> str:

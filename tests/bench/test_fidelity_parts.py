@@ -439,6 +439,7 @@ def test_dev_table_says_when_the_recipes_share_no_seed():
     assert lines[0] == ("  recycled-lora: mean best dev by recipe, each over its own seeds, "
                         "since the recipes share none")
     assert lines[2].split() == ["3e-03/3e-02", "41.00", "picked"]
+    assert fidelity.dev_table("full-lora", {}, None, None) == []  # no run recorded a dev score
 
 
 def test_summary_reads_several_files_and_picks_by_dev(tmp_path, capsys):
