@@ -355,11 +355,6 @@ def _shown(value: str) -> str:
     return "default" if value is None else str(value)
 
 
-def _recipe_label(recipe: tuple) -> str:
-    lr, variant = recipe
-    return _lr_label(lr) + (f" {_variant_label(variant)}" if variant else "")
-
-
 # TrainConfig fields that name the run rather than its recipe, or that the lr key stands for.
 # The device is not among them: a GPU run of a seed draws other dropout masks and rounds
 # otherwise than the CPU run of that seed, so the two are kept apart, never averaged as one.

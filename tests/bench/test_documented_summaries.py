@@ -1,8 +1,8 @@
 """Every `python -m bench.fidelity --summary FILE ...` command that README.md, docs/FIDELITY.md
 and docs/RECIPE.md give for a figure still runs on the kept runs: each file it names is in
 docs/results/fidelity, and the summary reads them all. A renamed or dropped file would leave a
-figure nobody can reproduce. (Whether the printed figures still match the prose is checked by hand: the prose
-quotes them in too many forms to parse.)"""
+figure nobody can reproduce. (Whether the printed figures still match the prose is checked by
+hand: the prose quotes them in too many forms to parse.)"""
 
 import re
 from pathlib import Path
