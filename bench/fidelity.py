@@ -536,28 +536,58 @@ def _seed_scores(records: list) -> dict:
     return scores
 
 
+# The issue's targets are means of 3 seeds: a dev pick over fewer shared seeds is rechecked.
+MIN_DEV_SEEDS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class DevPick:
+    """One side's choice among the recipes it ran, by mean best dev score."""
+    recipe: tuple  # the recipe key picked
+    means: dict  # {recipe key: mean best dev, over `seeds`}
+    seeds: list | None  # the seeds every recipe ran; None where they share none
+    # Where those seeds are fewer than MIN_DEV_SEEDS: the pick again among only the recipes
+    # that share MIN_DEV_SEEDS seeds or more, so a user sees whether a recipe run on one or
+    # two seeds narrowed the pick onto them. None where there was nothing to recheck.
+    recheck: DevPick | None = None
+    left_out: tuple = ()  # the recipe keys the recheck leaves out
+
+
+def _best_dev(devs_by_recipe: dict) -> DevPick:
+    """Each recipe's mean over the seeds every recipe ran (its own seeds where they share
+    none), so that more seeds at one never decide the pick; a tie (common on BBC's
+    near-perfect dev accuracy) goes to the recipe read first."""
+    shared = set.intersection(*(set(d) for d in devs_by_recipe.values()))
+    means = {recipe: 100 * statistics.fmean([d[s] for s in (shared or d)])
+             for recipe, d in devs_by_recipe.items()}
+    return DevPick(max(means, key=means.get), means, sorted(shared) or None)  # max: first of a tie
+
+
+def _recheck(devs_by_recipe: dict, pick: DevPick) -> DevPick:
+    if len(pick.seeds or ()) >= MIN_DEV_SEEDS:
+        return pick
+    seeded = {r: d for r, d in devs_by_recipe.items() if len(d) >= MIN_DEV_SEEDS}
+    if len(seeded) < 2 or len(seeded) == len(devs_by_recipe):  # one left is no choice
+        return pick
+    again = _best_dev(seeded)
+    if len(again.seeds or ()) < MIN_DEV_SEEDS:
+        return pick
+    return dataclasses.replace(pick, recheck=again,
+                               left_out=tuple(r for r in devs_by_recipe if r not in seeded))
+
+
 def pick_by_dev(scores: dict) -> dict:
-    """{key without recipe: (the recipe key whose mean best dev score is highest, {recipe key:
-    mean dev}, the seeds those means are over)} per configuration and K run at more than one
-    learning rate or recipe, as a user tuning them on the dev split would choose. Each
-    recipe's mean is over the seeds every recipe ran (its own seeds where they share none:
-    then the seeds are None), so that more seeds at one never decide the pick; a tie (common
-    on BBC's near-perfect dev accuracy) goes to the recipe read first. Runs without a dev
-    score do not take part."""
-    rates = {}
+    """{key without recipe: DevPick} per configuration and K run at more than one learning
+    rate or recipe, as a user tuning them on the dev split would choose (`_best_dev`). Runs
+    without a dev score do not take part."""
+    devs_by_key = {}
     for key, by_seed in scores.items():
         devs = {s: [d for _, d in runs if d is not None] for s, runs in by_seed.items()}
         devs = {s: statistics.fmean(d) for s, d in devs.items() if d}
         if devs:
-            rates.setdefault(key[:-1], {})[key[-1]] = devs
-    picked = {}
-    for key, by_lr in rates.items():
-        shared = set.intersection(*(set(d) for d in by_lr.values()))
-        means = {lr: 100 * statistics.fmean([d[s] for s in (shared or d)])
-                 for lr, d in by_lr.items()}
-        # max keeps the first of a tie
-        picked[key] = (max(means, key=means.get), means, sorted(shared) or None)
-    return picked
+            devs_by_key.setdefault(key[:-1], {})[key[-1]] = devs
+    return {key: _recheck(by_recipe, _best_dev(by_recipe))
+            for key, by_recipe in devs_by_key.items()}
 
 
 def paired_gaps(records: list, by_dev: bool = False) -> list:
@@ -572,16 +602,14 @@ def paired_gaps(records: list, by_dev: bool = False) -> list:
     found = []
     for (model, task, subset, name, layer, recipe), by_seed in scores.items():
         full_name = _full_counterpart(name)
-        full_recipe, dev_means, dev_seeds = recipe, {}, {}
+        full_recipe, dev_picks = recipe, {}
         if by_dev:
-            ours, our_devs, our_seeds = picked.get((model, task, subset, name, layer),
-                                                   (recipe, {}, None))
-            if ours != recipe:
+            our_pick = picked.get((model, task, subset, name, layer), DevPick(recipe, {}, None))
+            if our_pick.recipe != recipe:
                 continue
-            full_recipe, full_devs, full_seeds = picked.get(
-                (model, task, subset, full_name, None), (recipe, {}, None))
-            dev_means = {"ours": our_devs, "full": full_devs}
-            dev_seeds = {"ours": our_seeds, "full": full_seeds}
+            full_pick = picked.get((model, task, subset, full_name, None),
+                                   DevPick(recipe, {}, None))
+            full_recipe, dev_picks = full_pick.recipe, {"ours": our_pick, "full": full_pick}
         full = scores.get((model, task, subset, full_name, None, full_recipe))
         seeds = sorted(set(by_seed) & set(full or ()))
         if layer is None or not seeds:
@@ -593,8 +621,7 @@ def paired_gaps(records: list, by_dev: bool = False) -> list:
         found.append({"model": model, "task": task, "subset": subset, "layer": layer,
                       "config": name, "full_config": full_name, "seeds": seeds,
                       "recipe": recipe, "full_recipe": full_recipe, "lr": recipe[0],
-                      "full_lr": full_recipe[0], "picked": by_dev, "dev_means": dev_means,
-                      "dev_seeds": dev_seeds,
+                      "full_lr": full_recipe[0], "picked": by_dev, "dev_picks": dev_picks,
                       "mean": statistics.fmean(ours), "full_mean": statistics.fmean(theirs),
                       "gaps": gaps, "mean_gap": mean_gap, "standard_error": error,
                       "interval_95": interval_95(mean_gap, error, len(gaps))})
@@ -645,30 +672,42 @@ def _at(recipe) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
-def dev_table(side: str, means: dict, seeds, picked) -> list:
+def dev_table(side: str, pick: DevPick) -> list:
     """One side's recipes ranked by mean best dev, as lines of a table: a column for the
     learning rates and one per recipe field whose value tells this side's recipes apart, so
     that a dozen recipes read as rows, not as one line of thousands of characters."""
-    ranked = sorted(means.items(), key=lambda item: -item[1])  # stable: a tie keeps file order
+    ranked = sorted(pick.means.items(), key=lambda item: -item[1])  # stable: ties keep order
     if not ranked:  # a side whose runs recorded no dev score
         return []
     if len(ranked) == 1:
-        return [f"  {side}: one recipe, mean best dev {ranked[0][1]:.2f} over seeds {seeds}"]
+        return [f"  {side}: one recipe, mean best dev {ranked[0][1]:.2f} over seeds {pick.seeds}"]
     variants = [dict(variant) for (_, variant), _ in ranked]
     fields = [f for f in variants[0] if len({v.get(f) for v in variants}) > 1]
     cells = [[_lr_label(lr)] + [_shown(variant[f]) for f in fields]
              for ((lr, _), _), variant in zip(ranked, variants)]
     header = ["lr/head"] + fields
     widths = [max(len(row[i]) for row in cells + [header]) for i in range(len(header))]
-    over = (f"over seeds {seeds}, the seeds every recipe ran" if seeds
+    over = (f"over seeds {pick.seeds}, the seeds every recipe ran" if pick.seeds
             else "each over its own seeds, since the recipes share none")
     lines = [f"  {side}: mean best dev by recipe, {over}",
              "    " + "  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  best dev"]
     for row, (recipe, dev) in zip(cells, ranked):
-        mark = "  picked" if recipe == picked else ""
+        mark = ("  picked" if recipe == pick.recipe
+                else f"  < {MIN_DEV_SEEDS} seeds" if recipe in pick.left_out else "")
         lines.append("    " + "  ".join(c.ljust(w) for c, w in zip(row, widths))
                      + f"  {dev:8.2f}{mark}")
-    return lines
+    return lines + _recheck_lines(pick)
+
+
+def _recheck_lines(pick: DevPick) -> list:
+    again = pick.recheck
+    if again is None:
+        return []
+    picks = ("the same recipe" if again.recipe == pick.recipe
+             else f"another{_at(again.recipe)}")
+    return [f"    rechecked without the recipes marked < {MIN_DEV_SEEDS} seeds: the other "
+            f"{len(again.means)} share seeds {again.seeds}, and over those dev picks {picks}, "
+            f"best dev {again.means[again.recipe]:.2f}"]
 
 
 def format_paired_gaps(found: list) -> str:
@@ -682,10 +721,9 @@ def format_paired_gaps(found: list) -> str:
                      f"- {f['full_config']}{_at(f['full_recipe'])} on seeds {f['seeds']}: "
                      f"{f['mean_gap']:+.2f} ({spread}{f['mean']:.2f} against "
                      f"{f['full_mean']:.2f}; per seed {per_seed})")
-        if f["picked"] and f["dev_means"]:
-            for side, name, recipe in (("ours", f["config"], f["recipe"]),
-                                       ("full", f["full_config"], f["full_recipe"])):
-                lines += dev_table(name, f["dev_means"][side], f["dev_seeds"][side], recipe)
+        if f["picked"] and f["dev_picks"]:
+            for side, name in (("ours", f["config"]), ("full", f["full_config"])):
+                lines += dev_table(name, f["dev_picks"][side])
     return "\n".join(lines)
 
 

@@ -388,9 +388,11 @@ def test_pick_by_dev_pairs_each_side_at_the_rate_its_dev_score_picks():
     assert f["lr"] == (3e-3, 3e-2) and f["full_lr"] == (1e-3, 1e-2)
     assert f["seeds"] == [0, 1] and f["mean_gap"] == pytest.approx(-1.0)  # 43 against 44
     # full's 3e-3 dev mean is over seeds 0 and 1 only: 45, not (45 + 45 + 90) / 3
-    assert f["dev_means"]["full"] == {((1e-3, 1e-2), ()): pytest.approx(50.0),
-                                      ((3e-3, 3e-2), ()): pytest.approx(45.0)}
-    assert f["dev_seeds"] == {"ours": [0, 1], "full": [0, 1]}
+    assert f["dev_picks"]["full"].means == {((1e-3, 1e-2), ()): pytest.approx(50.0),
+                                            ((3e-3, 3e-2), ()): pytest.approx(45.0)}
+    assert [f["dev_picks"][side].seeds for side in ("ours", "full")] == [[0, 1], [0, 1]]
+    # only 3e-3 ran three seeds: one recipe left is no choice, so nothing is rechecked
+    assert f["dev_picks"]["full"].recheck is None
     text = fidelity.format_paired_gaps(found)
     assert "recycled-lora (lr 3e-03/3e-02) - full-lora (lr 1e-03/1e-02) on seeds [0, 1]" in text
     table = text.split("  full-lora: ", 1)[1].splitlines()
@@ -433,13 +435,46 @@ def test_dev_table_has_a_column_per_field_that_tells_a_sides_recipes_apart():
 
 
 def test_dev_table_says_when_the_recipes_share_no_seed():
-    lines = fidelity.dev_table("recycled-lora", {((1e-3, 1e-2), ()): 40.0,
-                                                 ((3e-3, 3e-2), ()): 41.0}, None,
-                               ((3e-3, 3e-2), ()))
+    pick = fidelity.DevPick(((3e-3, 3e-2), ()), {((1e-3, 1e-2), ()): 40.0,
+                                                 ((3e-3, 3e-2), ()): 41.0}, None)
+    lines = fidelity.dev_table("recycled-lora", pick)
     assert lines[0] == ("  recycled-lora: mean best dev by recipe, each over its own seeds, "
                         "since the recipes share none")
     assert lines[2].split() == ["3e-03/3e-02", "41.00", "picked"]
-    assert fidelity.dev_table("full-lora", {}, None, None) == []  # no run recorded a dev score
+    # no run recorded a dev score
+    assert fidelity.dev_table("full-lora", fidelity.DevPick(None, {}, None)) == []
+
+
+def _narrowed_runs(late_dev):
+    """full-bottleneck at three widths: 64 and 128 on seeds 0-2, 256 on seeds 0-1 only, so the
+    seeds every recipe ran are 0-1. Width 64's dev on seed 2 is `late_dev`."""
+    devs = {64: (0.50, 0.50, late_dev), 128: (0.48, 0.48, 0.48), 256: (0.40, 0.40)}
+    runs = [_at_lr("full-bottleneck", s, 0.40, 3e-3, dev=d, bottleneck_size=w)
+            for w, by_seed in devs.items() for s, d in enumerate(by_seed)]
+    runs += [_at_lr("recycled-bottleneck", s, 0.40, 3e-3, dev=0.4, bottleneck_size=64)
+             for s in range(3)]
+    [found] = fidelity.paired_gaps(runs, by_dev=True)
+    return found["dev_picks"]["full"]
+
+
+def test_a_pick_narrowed_to_two_seeds_is_rechecked_without_the_recipe_that_narrowed_it():
+    same = _narrowed_runs(late_dev=0.50)
+    assert same.seeds == [0, 1] and dict(same.recipe[1]) == {"bottleneck_size": "64"}
+    assert same.recheck.seeds == [0, 1, 2] and same.recheck.recipe == same.recipe
+    assert [dict(variant) for _, variant in same.left_out] == [{"bottleneck_size": "256"}]
+    lines = fidelity.dev_table("full-bottleneck", same)
+    assert [line.split() for line in lines[2:5]] == [
+        ["3e-03/3e-02", "64", "50.00", "picked"], ["3e-03/3e-02", "128", "48.00"],
+        ["3e-03/3e-02", "256", "40.00", "<", "3", "seeds"]]
+    assert lines[5:] == [
+        "    rechecked without the recipes marked < 3 seeds: the other 2 share seeds "
+        "[0, 1, 2], and over those dev picks the same recipe, best dev 50.00"]
+    # width 64 leads on seeds 0-1 (50 against 48) but not over 0-2 (40 against 48)
+    other = _narrowed_runs(late_dev=0.20)
+    assert other.recipe == same.recipe
+    assert other.recheck.means[other.recheck.recipe] == pytest.approx(48.0)
+    assert fidelity.dev_table("full-bottleneck", other)[-1].endswith(
+        "dev picks another (lr 3e-03/3e-02; bottleneck_size=128), best dev 48.00")
 
 
 def test_summary_reads_several_files_and_picks_by_dev(tmp_path, capsys):
