@@ -34,9 +34,9 @@ import sys
 import tempfile
 import time
 
-from bench.fidelity_summary import (format_largest_k, format_paired_gaps, format_table,
-                                    largest_k_within, paired_gaps, plot_sweep, read_runs,
-                                    report_speedups, summarize)
+from bench.fidelity_summary import (cache_dtype, format_largest_k, format_paired_gaps,
+                                    format_table, largest_k_within, paired_gaps, plot_sweep,
+                                    read_runs, report_speedups, summarize)
 
 MODES = ("full", "frozen", "recycled")
 ADAPTERS = ("finetune", "lora", "bottleneck")
@@ -58,6 +58,9 @@ class FidelityConfig:
     overrides: tuple = ()  # ("key=value", ...) applied to every TrainConfig
     device: str = "cpu"
     cache_root: str = "caches"
+    # The stored precision recycled runs read. The int8 default is 4x smaller than fp32, but on
+    # MiniLM WNUT-16 its rounding moved some seeds' F1 by points (docs/FIDELITY.md).
+    cache_dtype: str = "int8"
     out: str = "fidelity.jsonl"  # runs are appended here
     work: str | None = None  # keeps the run folders; None: a temporary folder, removed after
     resume: bool = False  # with work: skip runs recorded in `out`, continue checkpointed ones
@@ -94,14 +97,22 @@ def run_folder(work: str, name: str, seed: int) -> str:
     return os.path.join(work, f"{name}-s{seed}")
 
 
+def _folder_name(config: FidelityConfig, name: str) -> str:
+    """`name`, or `name-fp16` for a recycled run of another stored precision than int8, so that
+    an fp16 comparison in a --work of int8 runs neither trains over nor resumes from them."""
+    if name.startswith("recycled-") and config.cache_dtype != "int8":
+        return f"{name}-{config.cache_dtype}"
+    return name
+
+
 def _run_train_config(config: FidelityConfig, name: str, seed: int, cache: str, labels: str,
                       task: str, work: str, resume: bool = False):
     from runtime.trainer import TrainConfig
 
     mode, adapter = name.split("-", 1)
     fields = dict(cache=cache, labels=labels, task=task, mode=mode, adapter=adapter, seed=seed,
-                  out=run_folder(work, name, seed), device=config.device, overwrite=True,
-                  resume=resume, max_train_examples=config.max_train_examples,
+                  out=run_folder(work, _folder_name(config, name), seed), device=config.device,
+                  overwrite=True, resume=resume, max_train_examples=config.max_train_examples,
                   model=config.model)
     if config.epochs is not None:
         fields["epochs"] = config.epochs
@@ -112,8 +123,10 @@ def _run_train_config(config: FidelityConfig, name: str, seed: int, cache: str, 
 def _run_identity(config: FidelityConfig, name: str, seed: int, layer: int,
                   train_config) -> dict:
     """The fields of a run's record that say which run it is (`_run_key` reads them)."""
+    # only a recycled run reads the stored states; the others read the cache's splits alone
+    stored = {"cache_dtype": config.cache_dtype} if name.startswith("recycled-") else {}
     return {"model": _model_label(config), "task": config.task, "layer": layer, "config": name,
-            "seed": seed, "max_length": config.max_length,
+            "seed": seed, "max_length": config.max_length, **stored,
             "max_train_examples": config.max_train_examples,
             "train_config": {k: v for k, v in dataclasses.asdict(train_config).items()
                              if k not in ("cache", "labels", "out", "model")}}
@@ -126,11 +139,12 @@ _RESUME_FREE = ("resume", "overwrite", "prefetch_depth")
 
 
 def _run_key(record: dict) -> tuple:
-    """Which run a record is: model, task, K, configuration, seed, subset, length, recipe."""
+    """Which run a record is: model, task, K, configuration, seed, subset, length, stored
+    precision, recipe."""
     recipe = {k: v for k, v in (record.get("train_config") or {}).items()
               if k not in _RESUME_FREE}
     return (record["model"], record["task"], record["layer"], record["config"], record["seed"],
-            record.get("max_length"), record.get("max_train_examples"),
+            record.get("max_length"), record.get("max_train_examples"), cache_dtype(record),
             json.dumps(recipe, sort_keys=True))
 
 
@@ -170,7 +184,7 @@ def check_kept_runs(config: FidelityConfig, plan: list) -> None:
     for layer, configs in plan:
         for name in configs:
             for seed in config.seeds:
-                folder = run_folder(_kept_folder(config, layer), name, seed)
+                folder = run_folder(_kept_folder(config, layer), _folder_name(config, name), seed)
                 if not config.resume:
                     if os.path.exists(folder):
                         raise RuntimeConfigError(
@@ -228,15 +242,15 @@ def compare(config: FidelityConfig, layer: int | None = None, log=print) -> list
     k = layer if layer is not None else _layer(config)
     check_kept_runs(config, [(k, config.configs)])
     prepared = prepare_builtin(config.task, layer=k, model=config.model, root=config.cache_root,
-                               max_length=config.max_length)
+                               max_length=config.max_length, dtype=config.cache_dtype)
     task = get_task(config.task).task
     done = _recorded(config.out) if config.resume else {}
     records = []
     with _work_folder(config, k) as work:
         for name in config.configs:
             for seed in config.seeds:
-                resume = config.resume and os.path.isfile(
-                    os.path.join(run_folder(work, name, seed), "checkpoint.pt"))
+                folder = run_folder(work, _folder_name(config, name), seed)
+                resume = config.resume and os.path.isfile(os.path.join(folder, "checkpoint.pt"))
                 train_config = _run_train_config(config, name, seed, prepared.cache,
                                                  prepared.labels, task, work, resume)
                 identity = _run_identity(config, name, seed, k, train_config)
@@ -432,6 +446,7 @@ def _num_layers(config: FidelityConfig) -> int:
 
 def parser() -> argparse.ArgumentParser:
     from cache_format.cli_errors import OneLineParser
+    from export.build import DTYPES
 
     p = OneLineParser(prog="python -m bench.fidelity", description=__doc__.split("\n")[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -452,6 +467,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="store_true", help="every K = 1 .. N-1")
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache-root", default="caches")
+    p.add_argument("--cache-dtype", choices=DTYPES, default="int8",
+                   help="the stored precision recycled runs read (default int8; an fp16 or fp32 "
+                        "cache is built beside it under --cache-root); kept in each recycled "
+                        "run's record, and runs of two precisions never pool")
     p.add_argument("--out", default="fidelity.jsonl", help="JSON-lines file the runs append to")
     p.add_argument("--work", metavar="DIR", help="keep every run folder (weights, checkpoint, "
                    "steps) in DIR/<task>-K<k>/<config>-s<seed> (default: a temporary folder, "
@@ -492,8 +511,8 @@ def _run(args) -> int:
                             seeds=tuple(args.seeds), max_length=args.max_length,
                             max_train_examples=args.max_train_examples, epochs=args.epochs,
                             overrides=tuple(args.overrides), device=args.device,
-                            cache_root=args.cache_root, out=args.out, work=args.work,
-                            resume=args.resume)
+                            cache_root=args.cache_root, cache_dtype=args.cache_dtype,
+                            out=args.out, work=args.work, resume=args.resume)
     problem = args.plot and output_file_problem("--plot", args.plot)
     if problem:
         raise RuntimeConfigError(problem)

@@ -51,13 +51,17 @@ def _lr_label(lr) -> str:
 
 def _variant_label(variant: tuple) -> str:
     """"bottleneck_size=128, epochs=10" for the recipe fields that set a run apart."""
-    return ", ".join(f"{field}={_shown(value)}" for field, value in variant)
+    return ", ".join(f"{field}={_shown(value, field)}" for field, value in variant
+                     if not (field in _CACHE_FIELDS and value == "null"))  # full: no cache
 
 
-def _shown(value: str) -> str:
-    """A recipe field's JSON value as the tables print it; None is the field's default."""
+def _shown(value: str, field: str = "") -> str:
+    """A recipe field's JSON value as the tables print it; None is the field's default, or
+    for a recycled-only field, a run that has none ("-")."""
     value = json.loads(value)
-    return "default" if value is None else str(value)
+    if value is None:
+        return "-" if field in _CACHE_FIELDS else "default"
+    return str(value)
 
 
 # TrainConfig fields that name the run rather than its recipe, or that the lr key stands for.
@@ -87,6 +91,18 @@ def recipe_conflicts(runs: list) -> dict:
     return {k: sorted(v) for k, v in values.items() if len(v) > 1}
 
 
+def cache_dtype(record: dict) -> str | None:
+    """The stored precision a recycled run read (int8 for runs recorded before the field: the
+    only one there was), None for runs that read no stored states (full, frozen, the probe)."""
+    if not record["config"].startswith("recycled-"):
+        return None
+    return record.get("cache_dtype") or "int8"
+
+
+# Recipe fields only recycled runs have: full runs pair with each of their values alike.
+_CACHE_FIELDS = ("cache_dtype",)
+
+
 def _train_config(record: dict) -> dict:
     """The run's TrainConfig fields as it used them (runtime.run_folder's reading of a record
     that predates a field), so a run of a new non-default value (`head_init=probe`) never
@@ -109,6 +125,8 @@ def _train_config(record: dict) -> dict:
         fields["input_adapter_lr"] = "lr" if own in (None, record.get("learning_rate")) else own
     if fields.get("max_grad_norm") is None:  # None is no clipping, not "any clipping"
         fields["max_grad_norm"] = "off"
+    if cache_dtype(record) is not None:  # so that an fp16 and an int8 recycled run never pool
+        fields["cache_dtype"] = cache_dtype(record)
     return fields
 
 
@@ -175,7 +193,8 @@ def format_table(rows: list) -> str:
         spe = f"{r['seconds_per_epoch']:.1f}" if r["seconds_per_epoch"] else "-"
         if len(r.get("cpus", ())) > 1:
             spe, mixed = spe + "*", True
-        variant = f"  {_variant_label(r['variant'])}" if r.get("variant") else ""
+        label = _variant_label(r.get("variant") or ())
+        variant = f"  {label}" if label else ""
         lines.append(f"{r['model']:<18} {r['task']:<9} {r['layer']:>2} {r['config']:<20} "
                      f"{_lr_label(r.get('lr')):<11} {r['n']:>2} {r['metric']:<8} "
                      f"{r['mean']:>6.2f} {r['std']:>5.2f} {spe:>8}{variant}")
@@ -307,13 +326,13 @@ def paired_gaps(records: list, by_dev: bool = False) -> list:
     found = []
     for (model, task, subset, name, layer, recipe), by_seed in scores.items():
         full_name = _full_counterpart(name)
-        full_recipe, dev_picks = recipe, {}
+        full_recipe, dev_picks = _as_full(recipe), {}
         if by_dev:
             our_pick = picked.get((model, task, subset, name, layer), DevPick(recipe, {}, None))
             if our_pick.recipe != recipe:
                 continue
             full_pick = picked.get((model, task, subset, full_name, None),
-                                   DevPick(recipe, {}, None))
+                                   DevPick(full_recipe, {}, None))
             full_recipe, dev_picks = full_pick.recipe, {"ours": our_pick, "full": full_pick}
         full = scores.get((model, task, subset, full_name, None, full_recipe))
         seeds = sorted(set(by_seed) & set(full or ()))
@@ -331,6 +350,13 @@ def paired_gaps(records: list, by_dev: bool = False) -> list:
                       "gaps": gaps, "mean_gap": mean_gap, "standard_error": error,
                       "interval_95": interval_95(mean_gap, error, len(gaps))})
     return found
+
+
+def _as_full(recipe: tuple) -> tuple:
+    """The recipe key a full run of `recipe` has: a recycled-only field (the cache's stored
+    precision) reads None there, as full records have no such field."""
+    lr, variant = recipe
+    return lr, tuple((f, "null" if f in _CACHE_FIELDS else v) for f, v in variant)
 
 
 def _standard_error(values: list):
@@ -373,7 +399,8 @@ def _at(recipe) -> str:
     """" (lr 3e-03/3e-02; bottleneck_size=128)", or "" for runs that recorded neither."""
     lr, variant = recipe
     parts = [f"lr {_lr_label(lr)}"] if lr else []
-    parts += [_variant_label(variant)] if variant else []
+    label = _variant_label(variant or ())
+    parts += [label] if label else []
     return f" ({'; '.join(parts)})" if parts else ""
 
 
@@ -388,7 +415,7 @@ def dev_table(side: str, pick: DevPick) -> list:
         return [f"  {side}: one recipe, mean best dev {ranked[0][1]:.2f} over seeds {pick.seeds}"]
     variants = [dict(variant) for (_, variant), _ in ranked]
     fields = [f for f in variants[0] if len({v.get(f) for v in variants}) > 1]
-    cells = [[_lr_label(lr)] + [_shown(variant[f]) for f in fields]
+    cells = [[_lr_label(lr)] + [_shown(variant[f], f) for f in fields]
              for ((lr, _), _), variant in zip(ranked, variants)]
     header = ["lr/head"] + fields
     widths = [max(len(row[i]) for row in cells + [header]) for i in range(len(header))]

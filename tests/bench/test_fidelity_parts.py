@@ -128,3 +128,11 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_the_first_run(
     base = ["--configs", "recycled-lora", "--seeds", "0", "--cache-root", str(tmp_path / "c")]
     assert fidelity.main(base + [a.format(tmp=tmp_path) for a in argv]) == 2
     assert capsys.readouterr().err == message.format(tmp=tmp_path) + "\n"
+
+
+def test_a_stored_precision_the_cache_format_lacks_is_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as caught:
+        fidelity.main(["--cache-dtype", "bf16"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --cache-dtype: invalid choice: 'bf16'" in err and err.count("\n") == 1

@@ -213,3 +213,31 @@ def test_bad_work_or_resume_is_one_line_before_any_run(argv, message, tmp_path, 
     base = ["--configs", "recycled-lora", "--seeds", "0", "--out", str(tmp_path / "runs.jsonl")]
     assert fidelity.main(base + [a.format(tmp=tmp_path) for a in argv]) == 2
     assert capsys.readouterr().err == message.format(tmp=tmp_path) + "\n"
+
+
+def test_an_fp16_comparison_over_int8_runs_trains_only_the_recycled_runs_again(
+        tmp_path, monkeypatch):
+    import runtime.datasets
+
+    asked = []
+    monkeypatch.setattr(runtime.datasets, "prepare_builtin", lambda *a, **k: asked.append(
+        k["dtype"]) or runtime.datasets.PreparedTask(str(tmp_path / k["dtype"]),
+                                                     str(tmp_path / "labels.jsonl"), "token-cls"))
+    fake = _trainer(monkeypatch)
+    out = tmp_path / "runs.jsonl"
+    fidelity.compare(_config(tmp_path))
+    # a record from before the field: its recycled runs read the only precision there was
+    out.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "cache_dtype"}) + "\n"
+                           for r in _lines(out)), encoding="utf-8")
+    fake.calls.clear()
+    fidelity.compare(_config(tmp_path, resume=True))
+    assert fake.calls == []  # the int8 runs are recorded: all skipped
+    fidelity.compare(_config(tmp_path, cache_dtype="fp16", resume=True))
+    assert asked == ["int8", "int8", "fp16"]
+    assert fake.calls == [("recycled-lora", 0, False), ("recycled-lora", 1, False)]
+    assert [(r["config"], r.get("cache_dtype")) for r in _lines(out)[4:]] == [
+        ("recycled-lora", "fp16"), ("recycled-lora", "fp16")]
+    # in run folders of their own: the int8 runs' folders are neither trained over nor resumed
+    assert sorted(os.listdir(tmp_path / "work" / "wnut16-K3")) == [
+        "full-lora-s0", "full-lora-s1", "recycled-lora-fp16-s0", "recycled-lora-fp16-s1",
+        "recycled-lora-s0", "recycled-lora-s1"]

@@ -465,3 +465,24 @@ def test_a_sweep_plot_of_two_learning_rates_is_refused(tmp_path, capsys):
     assert err.startswith("error: --plot: recycled-lora was run at more than one learning rate "
                           "or recipe")
     assert not plot.exists()
+
+
+def test_recycled_runs_of_two_stored_precisions_stay_apart_and_each_pairs_with_full():
+    old = [_at_lr("recycled-lora", s, v, 1e-3, dev=0.40) for s, v in ((0, 0.40), (1, 0.42))]
+    int8 = [dict(_at_lr("recycled-lora", 2, 0.44, 1e-3, dev=0.40), cache_dtype="int8")]
+    fp16 = [dict(_at_lr("recycled-lora", s, v, 1e-3, dev=0.45), cache_dtype="fp16")
+            for s, v in ((0, 0.44), (1, 0.46), (2, 0.45))]
+    full = [_at_lr("full-lora", s, 0.45, 1e-3, dev=0.50) for s in (0, 1, 2)]
+    rows = summary.summarize(old + int8 + fp16 + full)
+    # a record from before the field reads as int8 and pools with an int8 one, never with fp16
+    assert [(r["config"], dict(r["variant"]).get("cache_dtype"), r["n"]) for r in rows] == [
+        ("recycled-lora", '"int8"', 3), ("recycled-lora", '"fp16"', 3), ("full-lora", "null", 3)]
+    gaps = {dict(f["recipe"][1])["cache_dtype"]: f["mean_gap"]
+            for f in summary.paired_gaps(old + int8 + fp16 + full)}
+    assert gaps == {'"int8"': pytest.approx(-3.0), '"fp16"': pytest.approx(0.0)}
+    # by dev the recycled side picks its precision, and still pairs with the full runs
+    [picked] = summary.paired_gaps(old + int8 + fp16 + full, by_dev=True)
+    assert dict(picked["recipe"][1])["cache_dtype"] == '"fp16"'
+    assert picked["mean_gap"] == pytest.approx(0.0) and picked["seeds"] == [0, 1, 2]
+    # runs of one precision alone print as before: no cache_dtype column
+    assert "cache_dtype" not in summary.format_table(summary.summarize(old + full))
