@@ -58,8 +58,9 @@ class FidelityConfig:
     overrides: tuple = ()  # ("key=value", ...) applied to every TrainConfig
     device: str = "cpu"
     cache_root: str = "caches"
-    # The stored precision recycled runs read. The int8 default is 4x smaller than fp32, but on
-    # MiniLM WNUT-16 its rounding moved some seeds' F1 by points (docs/FIDELITY.md).
+    # The stored precision recycled runs read. int8 shards are half fp16's, but on MiniLM
+    # WNUT-16 LoRA its rounding moved single seeds' F1 by up to 3.9 points where fp16 gave the
+    # frozen control's figure (docs/RECIPE.md, "What the rank-16 gap is made of").
     cache_dtype: str = "int8"
     out: str = "fidelity.jsonl"  # runs are appended here
     work: str | None = None  # keeps the run folders; None: a temporary folder, removed after
@@ -468,8 +469,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache-root", default="caches")
     p.add_argument("--cache-dtype", choices=DTYPES, default="int8",
-                   help="the stored precision recycled runs read (default int8; an fp16 or fp32 "
-                        "cache is built beside it under --cache-root); kept in each recycled "
+                   help="the stored precision recycled runs read (an fp16 or fp32 cache is "
+                        "built beside the int8 one under --cache-root); kept in each recycled "
                         "run's record, and runs of two precisions never pool")
     p.add_argument("--out", default="fidelity.jsonl", help="JSON-lines file the runs append to")
     p.add_argument("--work", metavar="DIR", help="keep every run folder (weights, checkpoint, "
