@@ -98,12 +98,17 @@ def run_folder(work: str, name: str, seed: int) -> str:
     return os.path.join(work, f"{name}-s{seed}")
 
 
+def _stored_dtype(config: FidelityConfig, name: str) -> str | None:
+    """The stored precision configuration `name` reads: only a recycled run reads the stored
+    states; the others read the cache's splits alone (None)."""
+    return config.cache_dtype if name.startswith("recycled-") else None
+
+
 def _folder_name(config: FidelityConfig, name: str) -> str:
     """`name`, or `name-fp16` for a recycled run of another stored precision than int8, so that
     an fp16 comparison in a --work of int8 runs neither trains over nor resumes from them."""
-    if name.startswith("recycled-") and config.cache_dtype != "int8":
-        return f"{name}-{config.cache_dtype}"
-    return name
+    dtype = _stored_dtype(config, name)
+    return name if dtype in (None, "int8") else f"{name}-{dtype}"
 
 
 def _run_train_config(config: FidelityConfig, name: str, seed: int, cache: str, labels: str,
@@ -124,8 +129,8 @@ def _run_train_config(config: FidelityConfig, name: str, seed: int, cache: str, 
 def _run_identity(config: FidelityConfig, name: str, seed: int, layer: int,
                   train_config) -> dict:
     """The fields of a run's record that say which run it is (`_run_key` reads them)."""
-    # only a recycled run reads the stored states; the others read the cache's splits alone
-    stored = {"cache_dtype": config.cache_dtype} if name.startswith("recycled-") else {}
+    dtype = _stored_dtype(config, name)
+    stored = {"cache_dtype": dtype} if dtype else {}
     return {"model": _model_label(config), "task": config.task, "layer": layer, "config": name,
             "seed": seed, "max_length": config.max_length, **stored,
             "max_train_examples": config.max_train_examples,

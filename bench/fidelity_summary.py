@@ -125,8 +125,9 @@ def _train_config(record: dict) -> dict:
         fields["input_adapter_lr"] = "lr" if own in (None, record.get("learning_rate")) else own
     if fields.get("max_grad_norm") is None:  # None is no clipping, not "any clipping"
         fields["max_grad_norm"] = "off"
-    if cache_dtype(record) is not None:  # so that an fp16 and an int8 recycled run never pool
-        fields["cache_dtype"] = cache_dtype(record)
+    stored = cache_dtype(record)
+    if stored is not None:  # so that an fp16 and an int8 recycled run never pool
+        fields["cache_dtype"] = stored
     return fields
 
 
@@ -274,7 +275,13 @@ class DevPick:
     # that share MIN_DEV_SEEDS seeds or more, so a user sees whether a recipe run on one or
     # two seeds narrowed the pick onto them. None where there was nothing to recheck.
     recheck: DevPick | None = None
-    left_out: tuple = ()  # the recipe keys the recheck leaves out
+
+    @property
+    def left_out(self) -> tuple:
+        """The recipe keys the recheck leaves out (none without a recheck)."""
+        if self.recheck is None:
+            return ()
+        return tuple(r for r in self.means if r not in self.recheck.means)
 
 
 def _best_dev(devs_by_recipe: dict) -> DevPick:
@@ -296,8 +303,7 @@ def _recheck(devs_by_recipe: dict, pick: DevPick) -> DevPick:
     again = _best_dev(seeded)
     if len(again.seeds or ()) < MIN_DEV_SEEDS:
         return pick
-    return dataclasses.replace(pick, recheck=again,
-                               left_out=tuple(r for r in devs_by_recipe if r not in seeded))
+    return dataclasses.replace(pick, recheck=again)
 
 
 def pick_by_dev(scores: dict) -> dict:
