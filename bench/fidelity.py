@@ -451,11 +451,11 @@ def _num_layers(config: FidelityConfig) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from cache_format.cli_errors import OneLineParser
+    from cache_format.cli_errors import DefaultsHelpFormatter, OneLineParser
     from export.build import DTYPES
 
     p = OneLineParser(prog="python -m bench.fidelity", description=__doc__.split("\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=DefaultsHelpFormatter)
     p.add_argument("--model", help="all-MiniLM-L6-v2 (default), all-mpnet-base-v2, or a folder")
     p.add_argument("--task", choices=["bbc-news", "wnut16"], default="wnut16")
     p.add_argument("--layer", type=int, help="K (default N // 2)")

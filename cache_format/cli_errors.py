@@ -54,6 +54,19 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see --help)\n")
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: X)" only where it tells something: not for an option left unset
+    (None, False, an empty list), and not where the help already says its default in words
+    ("K (default N // 2)"), which would otherwise read "(default: None)" after it."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        unset = action.default is None or action.default is False or action.default in ([], ())
+        if unset or "default" in help_text:  # `is`, not ==: a default of 0 is a default
+            return help_text
+        return super()._get_help_string(action)
+
+
 def one_line(text) -> str:
     """`text` with its line breaks folded, so that an error is always one line."""
     return " ".join(str(text).split("\n")).strip()

@@ -14,14 +14,14 @@ import argparse
 import json
 import sys
 
-from cache_format.cli_errors import OneLineParser, run_cli
+from cache_format.cli_errors import DefaultsHelpFormatter, OneLineParser, run_cli
 
 
 def parser() -> argparse.ArgumentParser:
     from runtime.handoff import FORMATS
 
     p = OneLineParser(prog="python -m runtime.export", description=__doc__.split("\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=DefaultsHelpFormatter)
     p.add_argument("--run", required=True, help="run folder written by `python -m runtime.train`")
     p.add_argument("--out", required=True, help="folder to create (must not exist, or be empty)")
     p.add_argument("--format", choices=FORMATS, default="hf",

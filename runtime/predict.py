@@ -16,14 +16,14 @@ import json
 import os
 import sys
 
-from cache_format.cli_errors import OneLineParser, run_cli
+from cache_format.cli_errors import DefaultsHelpFormatter, OneLineParser, run_cli
 from runtime.options import TASK_NAMES
 from runtime.errors import RuntimeConfigError
 
 
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m runtime.predict", description=__doc__.split("\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=DefaultsHelpFormatter)
     p.add_argument("--run", required=True, help="run folder written by `python -m runtime.train`")
     p.add_argument("--task", choices=TASK_NAMES,
                    help="refuse the run unless it is of this task")

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from cache_format.cli_errors import OneLineParser, run_cli
+from cache_format.cli_errors import DefaultsHelpFormatter, OneLineParser, run_cli
 from export.build import DTYPES, BuildConfig
 from runtime.errors import RuntimeConfigError
 from runtime.loader import MAX_BATCH_SIZE, TOKEN_BUDGET
@@ -24,18 +24,9 @@ from runtime.options import (ADAPTER_KINDS, ADAPTER_LR, BUILTIN_TASK_NAMES, CLAS
                              TRAIN_DEFAULTS as D)
 
 
-class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a default only where there is one (an option left unset reads None or False)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m runtime.train", description=__doc__.split("\n")[0],
-                      formatter_class=_DefaultsHelp)
+                      formatter_class=DefaultsHelpFormatter)
     _data_options(p.add_argument_group(
         "data (no --cache: a built-in task, its cache built if missing)"))
     _model_options(p.add_argument_group("model"))

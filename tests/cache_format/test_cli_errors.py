@@ -13,7 +13,8 @@ import pytest
 
 import cache_format
 from cache_format.__main__ import main
-from cache_format.cli_errors import OneLineParser, os_error_message, run_cli
+from cache_format.cli_errors import (DefaultsHelpFormatter, OneLineParser, os_error_message,
+                                     run_cli)
 from cache_format.locking import WriterLock
 from cache_format.manifest import read_manifest, write_manifest
 
@@ -220,3 +221,19 @@ def test_disk_full_while_writing_the_index_leaves_no_temporary_files(tmp_path, m
     with pytest.raises(OSError):
         w.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json.lock"]
+
+
+def test_help_shows_a_default_only_where_it_tells_something():
+    parser = OneLineParser(prog="p", formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("--seed", type=int, default=0, help="the seed")
+    parser.add_argument("--rate", type=float, default=1e-3, help="the rate")
+    parser.add_argument("--layer", type=int, help="K (default N // 2)")
+    parser.add_argument("--out", help="a file")
+    parser.add_argument("--text", action="append", default=[], help="a text")
+    parser.add_argument("--flag", action="store_true", help="a switch")
+    lines = " ".join(parser.format_help().split())
+    assert "the seed (default: 0)" in lines  # a falsy default is still a default
+    assert "the rate (default: 0.001)" in lines
+    assert "K (default N // 2) " in lines and "N // 2) (default" not in lines
+    assert "(default: None)" not in lines and "(default: [])" not in lines
+    assert "(default: False)" not in lines
