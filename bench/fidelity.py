@@ -36,7 +36,8 @@ import time
 
 from bench.fidelity_summary import (cache_dtype, format_largest_k, format_paired_gaps,
                                     format_table, largest_k_within, paired_gaps, plot_sweep,
-                                    read_runs, report_speedups, summarize)
+                                    read_runs, reads_stored_states, report_speedups,
+                                    summarize)
 
 MODES = ("full", "frozen", "recycled")
 ADAPTERS = ("finetune", "lora", "bottleneck")
@@ -99,9 +100,9 @@ def run_folder(work: str, name: str, seed: int) -> str:
 
 
 def _stored_dtype(config: FidelityConfig, name: str) -> str | None:
-    """The stored precision configuration `name` reads: only a recycled run reads the stored
-    states; the others read the cache's splits alone (None)."""
-    return config.cache_dtype if name.startswith("recycled-") else None
+    """The stored precision configuration `name` reads (None: it reads the cache's splits
+    alone)."""
+    return config.cache_dtype if reads_stored_states(name) else None
 
 
 def _folder_name(config: FidelityConfig, name: str) -> str:
@@ -291,7 +292,7 @@ def linear_probe(config: FidelityConfig, log=print) -> list:
         log(f"== probe: every seed in {config.out}, skipped")
         return [done[key] for key in keys.values()]
     prepared = prepare_builtin(config.task, layer=k, model=config.model, root=config.cache_root,
-                               max_length=config.max_length)
+                               max_length=config.max_length, dtype=config.cache_dtype)
     reader = open_cache(prepared.cache)
     upper = load_upper(_model_path(config, reader), layer=k).to(config.device)
     task = get_task(config.task).task
@@ -318,6 +319,7 @@ def linear_probe(config: FidelityConfig, log=print) -> list:
 def _probe_identity(config: FidelityConfig, seed: int, layer: int) -> dict:
     return {"model": _model_label(config), "task": config.task, "layer": layer,
             "config": "linear-probe", "seed": seed, "max_length": config.max_length,
+            "cache_dtype": _stored_dtype(config, "linear-probe"),
             "max_train_examples": config.max_train_examples}
 
 
@@ -474,9 +476,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache-root", default="caches")
     p.add_argument("--cache-dtype", choices=DTYPES, default="int8",
-                   help="the stored precision recycled runs read (an fp16 or fp32 cache is "
-                        "built beside the int8 one under --cache-root); kept in each recycled "
-                        "run's record, and runs of two precisions never pool")
+                   help="the stored precision recycled runs and the probe read (an fp16 or "
+                        "fp32 cache is built beside the int8 one under --cache-root); kept in "
+                        "their records, and runs of two precisions never pool")
     p.add_argument("--out", default="fidelity.jsonl", help="JSON-lines file the runs append to")
     p.add_argument("--work", metavar="DIR", help="keep every run folder (weights, checkpoint, "
                    "steps) in DIR/<task>-K<k>/<config>-s<seed> (default: a temporary folder, "

@@ -43,6 +43,11 @@ def _lr_key(record: dict):
     return (record["learning_rate"], record.get("head_learning_rate"))
 
 
+def _rates_label(lr) -> str:
+    """"lr/head 1e-03/1e-02" as a message names a run's rates (the tables' lr/head column)."""
+    return f"{'lr/head' if lr and lr[1] else 'lr'} {_lr_label(lr)}"
+
+
 def _lr_label(lr) -> str:
     if lr is None:
         return "-"
@@ -91,10 +96,17 @@ def recipe_conflicts(runs: list) -> dict:
     return {k: sorted(v) for k, v in values.items() if len(v) > 1}
 
 
+def reads_stored_states(config: str) -> bool:
+    """Whether configuration `config` starts from the cache's stored states: a recycled run,
+    and the linear probe (the frozen upper layers run over them); full and frozen runs read
+    only the cache's splits and compute layers 0..K-1 themselves."""
+    return config.startswith("recycled-") or config == "linear-probe"
+
+
 def cache_dtype(record: dict) -> str | None:
-    """The stored precision a recycled run read (int8 for runs recorded before the field: the
-    only one there was), None for runs that read no stored states (full, frozen, the probe)."""
-    if not record["config"].startswith("recycled-"):
+    """The stored precision a recycled run or the probe read (int8 for runs recorded before the
+    field: the only one there was), None for runs that read no stored states (full, frozen)."""
+    if not reads_stored_states(record["config"]):
         return None
     return record.get("cache_dtype") or "int8"
 
@@ -111,8 +123,9 @@ def _train_config(record: dict) -> dict:
     from runtime.run_folder import recorded_train_fields
 
     config = record.get("train_config")
-    if not config:
-        return {}
+    stored = cache_dtype(record)
+    if not config:  # the probe: no training recipe, only the states it read
+        return {"cache_dtype": stored} if stored is not None else {}
     fields = recorded_train_fields(config)
     if fields.get("input_adapter"):
         # the width the run used (AdapterConfig owns the None -> bottleneck_size rule), so that
@@ -125,7 +138,6 @@ def _train_config(record: dict) -> dict:
         fields["input_adapter_lr"] = "lr" if own in (None, record.get("learning_rate")) else own
     if fields.get("max_grad_norm") is None:  # None is no clipping, not "any clipping"
         fields["max_grad_norm"] = "off"
-    stored = cache_dtype(record)
     if stored is not None:  # so that an fp16 and an int8 recycled run never pool
         fields["cache_dtype"] = stored
     return fields
@@ -493,8 +505,10 @@ def plot_sweep(rows: list, path: str, speedups: dict | None = None) -> None:
     mixed = sorted(name for name, seen in recipes.items() if len(seen) > 1)
     if mixed:
         # one line per configuration: points of two recipes would read as one curve
-        raise RuntimeConfigError(f"--plot: {mixed[0]} was run at more than one learning rate "
-                                 "or recipe; plot one recipe's runs at a time")
+        seen = sorted("; ".join(filter(None, (_rates_label(lr), _variant_label(variant))))
+                      for lr, variant in recipes[mixed[0]])
+        raise RuntimeConfigError(f"--plot: {mixed[0]} was run with {len(seen)} recipes "
+                                 f"({' | '.join(seen)}); plot one recipe's runs at a time")
     import matplotlib
 
     matplotlib.use("Agg")

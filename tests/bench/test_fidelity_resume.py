@@ -197,6 +197,27 @@ def test_resume_skips_probe_seeds_already_recorded_without_building_the_cache(
     assert len(_lines(config.out)) == 2
 
 
+def test_the_probe_reads_the_precision_asked_and_an_old_record_counts_as_int8(tmp_path,
+                                                                             monkeypatch):
+    import runtime.datasets
+
+    class _Built(Exception):
+        pass
+
+    def prepare(*a, **k):
+        raise _Built(k["dtype"])
+
+    monkeypatch.setattr(runtime.datasets, "prepare_builtin", prepare)
+    config = _config(tmp_path, seeds=(0,), resume=True)
+    old = {k: v for k, v in fidelity._probe_identity(config, 0, 3).items() if k != "cache_dtype"}
+    (tmp_path / "runs.jsonl").write_text(json.dumps({**old, "metrics": {"f1": 0.3}}) + "\n",
+                                         encoding="utf-8")
+    assert fidelity.linear_probe(config, log=lambda *a: None)[0]["metrics"] == {"f1": 0.3}
+    with pytest.raises(_Built, match="fp16"):  # not the int8 record: its own run, on fp16
+        fidelity.linear_probe(dataclasses.replace(config, cache_dtype="fp16"),
+                              log=lambda *a: None)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--resume"], "error: --resume needs --work DIR, the folder that kept the runs to go on "
                    "from"),

@@ -462,9 +462,21 @@ def test_a_sweep_plot_of_two_learning_rates_is_refused(tmp_path, capsys):
     plot = tmp_path / "sweep.png"
     assert fidelity.main(["--summary", str(runs), "--plot", str(plot)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --plot: recycled-lora was run at more than one learning rate "
-                          "or recipe")
+    assert err == ("error: --plot: recycled-lora was run with 2 recipes (lr/head 1e-03/1e-02 | "
+                   "lr/head 3e-03/3e-02); plot one recipe's runs at a time\n")
     assert not plot.exists()
+
+
+def test_a_sweep_plot_of_two_stored_precisions_is_refused_naming_them(tmp_path, capsys):
+    runs = tmp_path / "runs.jsonl"
+    records = [dict(_at_lr("recycled-lora", 0, 0.40, 1e-3, layer=k), cache_dtype=dtype)
+               for k, dtype in ((2, "int8"), (3, "fp16"))] + [_at_lr("full-lora", 0, 0.45, 1e-3)]
+    runs.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    assert fidelity.main(["--summary", str(runs), "--plot", str(tmp_path / "sweep.png")]) == 2
+    assert capsys.readouterr().err == (
+        "error: --plot: recycled-lora was run with 2 recipes (lr/head 1e-03/1e-02; "
+        "cache_dtype=fp16 | lr/head 1e-03/1e-02; cache_dtype=int8); plot one recipe's runs at a "
+        "time\n")
 
 
 def test_recycled_runs_of_two_stored_precisions_stay_apart_and_each_pairs_with_full():
@@ -486,3 +498,15 @@ def test_recycled_runs_of_two_stored_precisions_stay_apart_and_each_pairs_with_f
     assert picked["mean_gap"] == pytest.approx(0.0) and picked["seeds"] == [0, 1, 2]
     # runs of one precision alone print as before: no cache_dtype column
     assert "cache_dtype" not in summary.format_table(summary.summarize(old + full))
+
+
+def test_probe_runs_of_two_stored_precisions_stay_apart_and_an_old_one_reads_as_int8():
+    def probe(seed, score, **dtype):
+        return {"model": "m", "task": "wnut16", "layer": 3, "config": "linear-probe",
+                "seed": seed, "metrics": {"f1": score}, **dtype}
+
+    rows = summary.summarize([probe(0, 0.20), probe(1, 0.22, cache_dtype="int8"),
+                              probe(0, 0.30, cache_dtype="fp16")])
+    assert [(dict(r["variant"]).get("cache_dtype"), r["n"], r["mean"]) for r in rows] == [
+        ('"int8"', 2, pytest.approx(21.0)), ('"fp16"', 1, pytest.approx(30.0))]
+    assert "cache_dtype" not in summary.format_table(summary.summarize([probe(0, 0.20)]))
