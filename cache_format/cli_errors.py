@@ -3,7 +3,8 @@
 It lives in cache_format because that is the one package every CLI may import: imports go
 cache_format <- export <- runtime <- bench, and cache_format imports nothing of the others, so
 export.lower, runtime.train, runtime.predict and python -m cache_format can all share it without
-breaking that direction. It needs only the standard library.
+breaking that direction. It needs only the standard library. For the same reason it also
+holds the help formatter those CLIs share (`DefaultsHelpFormatter`).
 
     parser = OneLineParser(prog="python -m runtime.train", ...)
     return run_cli(lambda: _run(parser.parse_args(argv)), user_errors=(RuntimeConfigError,))
