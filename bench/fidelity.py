@@ -34,10 +34,10 @@ import sys
 import tempfile
 import time
 
-from bench.fidelity_summary import (cache_dtype, format_largest_k, format_paired_gaps,
-                                    format_table, largest_k_within, paired_gaps, plot_sweep,
-                                    read_runs, reads_stored_states, report_speedups,
-                                    summarize)
+from bench.fidelity_summary import (cache_dtype, cache_shares, format_largest_k,
+                                    format_paired_gaps, format_table, largest_k_within,
+                                    paired_gaps, plot_sweep, read_runs, reads_stored_states,
+                                    report_speedups, summarize)
 
 MODES = ("full", "frozen", "recycled")
 ADAPTERS = ("finetune", "lora", "bottleneck")
@@ -539,6 +539,11 @@ def _run(args) -> int:
         print(within)
     if paired:
         print(format_paired_gaps(paired))
+    shares = cache_shares(records)
+    if shares:
+        print("the cache's share (recycled - frozen, the same K and recipe; frozen runs layers "
+              "0..K-1 from the text):")
+        print(format_paired_gaps(shares))
     if args.plot:
         speedups = report_speedups(args.speedups) if args.speedups else None
         plot_sweep([r for r in rows if r["task"] == config.task], args.plot, speedups)

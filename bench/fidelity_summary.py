@@ -353,21 +353,48 @@ def paired_gaps(records: list, by_dev: bool = False) -> list:
                                    DevPick(full_recipe, {}, None))
             full_recipe, dev_picks = full_pick.recipe, {"ours": our_pick, "full": full_pick}
         full = scores.get((model, task, subset, full_name, None, full_recipe))
-        seeds = sorted(set(by_seed) & set(full or ()))
-        if layer is None or not seeds:
+        if layer is None or not set(by_seed) & set(full or ()):
             continue
-        ours = [statistics.fmean(s for s, _ in by_seed[seed]) for seed in seeds]
-        theirs = [statistics.fmean(s for s, _ in full[seed]) for seed in seeds]
-        gaps = [a - b for a, b in zip(ours, theirs)]
-        mean_gap, error = statistics.fmean(gaps), _standard_error(gaps)
         found.append({"model": model, "task": task, "subset": subset, "layer": layer,
-                      "config": name, "full_config": full_name, "seeds": seeds,
-                      "recipe": recipe, "full_recipe": full_recipe, "lr": recipe[0],
-                      "full_lr": full_recipe[0], "picked": by_dev, "dev_picks": dev_picks,
-                      "mean": statistics.fmean(ours), "full_mean": statistics.fmean(theirs),
-                      "gaps": gaps, "mean_gap": mean_gap, "standard_error": error,
-                      "interval_95": interval_95(mean_gap, error, len(gaps))})
+                      "config": name, "full_config": full_name, "recipe": recipe,
+                      "full_recipe": full_recipe, "lr": recipe[0], "full_lr": full_recipe[0],
+                      "picked": by_dev, "dev_picks": dev_picks, **_seed_gaps(by_seed, full)})
     return found
+
+
+def cache_shares(records: list) -> list:
+    """Per recycled configuration, K and recipe with frozen runs of that configuration, K and
+    recipe: recycled - frozen seed by seed, in `paired_gaps`' form (the frozen side in its
+    full_* fields). A frozen run is the method without the cache (layers 0..K-1 run from the
+    text in PyTorch, untrained), so this is what storing layer K's states costs: the rounding
+    of the stored precision, the one thing the two runs do not share."""
+    scores = _seed_scores(records)
+    found = []
+    for (model, task, subset, name, layer, recipe), by_seed in scores.items():
+        if not name.startswith("recycled-"):
+            continue
+        frozen_name = "frozen-" + name.split("-", 1)[1]
+        frozen = scores.get((model, task, subset, frozen_name, layer, _as_full(recipe)))
+        if not set(by_seed) & set(frozen or ()):
+            continue
+        found.append({"model": model, "task": task, "subset": subset, "layer": layer,
+                      "config": name, "full_config": frozen_name, "recipe": recipe,
+                      "full_recipe": _as_full(recipe), "lr": recipe[0], "full_lr": recipe[0],
+                      "picked": False, "dev_picks": {}, **_seed_gaps(by_seed, frozen)})
+    return found
+
+
+def _seed_gaps(ours_by_seed: dict, theirs_by_seed: dict) -> dict:
+    """ours - theirs over the seeds both ran (a seed run more than once averaged): the gaps,
+    their mean, standard error and 95% interval, and each side's mean over those seeds."""
+    seeds = sorted(set(ours_by_seed) & set(theirs_by_seed))
+    ours = [statistics.fmean(s for s, _ in ours_by_seed[seed]) for seed in seeds]
+    theirs = [statistics.fmean(s for s, _ in theirs_by_seed[seed]) for seed in seeds]
+    gaps = [a - b for a, b in zip(ours, theirs)]
+    mean_gap, error = statistics.fmean(gaps), _standard_error(gaps)
+    return {"seeds": seeds, "mean": statistics.fmean(ours), "full_mean": statistics.fmean(theirs),
+            "gaps": gaps, "mean_gap": mean_gap, "standard_error": error,
+            "interval_95": interval_95(mean_gap, error, len(gaps))}
 
 
 def _as_full(recipe: tuple) -> tuple:

@@ -510,3 +510,41 @@ def test_probe_runs_of_two_stored_precisions_stay_apart_and_an_old_one_reads_as_
     assert [(dict(r["variant"]).get("cache_dtype"), r["n"], r["mean"]) for r in rows] == [
         ('"int8"', 2, pytest.approx(21.0)), ('"fp16"', 1, pytest.approx(30.0))]
     assert "cache_dtype" not in summary.format_table(summary.summarize([probe(0, 0.20)]))
+
+
+def test_the_cache_share_pairs_recycled_with_frozen_at_its_k_recipe_and_seeds():
+    frozen = [_at_lr("frozen-lora", s, v, 1e-3) for s, v in ((0, 0.40), (1, 0.44), (2, 0.50))]
+    int8 = [dict(_at_lr("recycled-lora", s, v, 1e-3), cache_dtype="int8")
+            for s, v in ((0, 0.38), (1, 0.45))]
+    fp16 = [dict(_at_lr("recycled-lora", s, v, 1e-3), cache_dtype="fp16")
+            for s, v in ((0, 0.40), (1, 0.44), (2, 0.50))]
+    other_k = [_at_lr("recycled-lora", 0, 0.10, 1e-3, layer=2)]  # no frozen run at K=2
+    other_rate = [_at_lr("recycled-lora", 0, 0.10, 3e-3)]  # no frozen run at 3e-3
+    full = [_at_lr("full-lora", s, 0.50, 1e-3) for s in (0, 1, 2)]
+    records = frozen + int8 + fp16 + other_k + other_rate + full
+    shares = {(f["layer"], f["lr"], dict(f["recipe"][1]).get("cache_dtype")): f
+              for f in summary.cache_shares(records)}
+    assert sorted(shares) == [(3, (1e-3, 1e-2), '"fp16"'), (3, (1e-3, 1e-2), '"int8"')]
+    int8_share = shares[(3, (1e-3, 1e-2), '"int8"')]
+    assert int8_share["full_config"] == "frozen-lora" and int8_share["seeds"] == [0, 1]
+    assert int8_share["gaps"] == pytest.approx([-2.0, 1.0])
+    assert int8_share["mean_gap"] == pytest.approx(-0.5)
+    assert int8_share["standard_error"] == pytest.approx(1.5)
+    assert shares[(3, (1e-3, 1e-2), '"fp16"')]["gaps"] == pytest.approx([0.0, 0.0, 0.0])
+    # the pairs with full are unchanged by it: frozen and each recycled recipe against full
+    assert {f["config"] for f in summary.paired_gaps(records)} == {"frozen-lora",
+                                                                   "recycled-lora"}
+
+
+def test_summary_prints_the_cache_share_only_where_frozen_runs_pair(tmp_path, capsys):
+    runs = tmp_path / "runs.jsonl"
+    records = [_record("recycled-lora", 0, 0.40), _record("full-lora", 0, 0.45)]
+    runs.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    assert fidelity.main(["--summary", str(runs)]) == 0
+    assert "cache's share" not in capsys.readouterr().out
+    with open(runs, "a", encoding="utf-8") as f:
+        f.write(json.dumps(_record("frozen-lora", 0, 0.41)) + "\n")
+    assert fidelity.main(["--summary", str(runs)]) == 0
+    out = capsys.readouterr().out
+    share = out[out.index("the cache's share"):]
+    assert "m wnut16 K=3: recycled-lora - frozen-lora on seeds [0]: -1.00" in share
