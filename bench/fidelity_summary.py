@@ -398,8 +398,8 @@ def _seed_gaps(ours_by_seed: dict, theirs_by_seed: dict) -> dict:
 
 
 def _as_full(recipe: tuple) -> tuple:
-    """The recipe key a full run of `recipe` has: a recycled-only field (the cache's stored
-    precision) reads None there, as full records have no such field."""
+    """The recipe key a full (or frozen) run of `recipe` has: a recycled-only field (the
+    cache's stored precision) reads None there, as their records have no such field."""
     lr, variant = recipe
     return lr, tuple((f, "null" if f in _CACHE_FIELDS else v) for f, v in variant)
 
