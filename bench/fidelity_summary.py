@@ -20,9 +20,10 @@ def _metric(metrics: dict) -> str:
     return "accuracy" if "accuracy" in metrics else "f1"
 
 
-def _full_counterpart(config: str) -> str:
-    """recycled-lora / frozen-lora -> full-lora: the same adapter on all N layers."""
-    return "full-" + config.split("-", 1)[1]
+def _counterpart(config: str, mode: str = "full") -> str:
+    """recycled-lora / frozen-lora -> full-lora (the same adapter on all N layers), or with
+    mode="frozen", recycled-lora -> frozen-lora (the same run without the cache)."""
+    return f"{mode}-" + config.split("-", 1)[1]
 
 
 def _cpu_label(record: dict) -> str | None:
@@ -343,7 +344,7 @@ def paired_gaps(records: list, by_dev: bool = False) -> list:
     picked = pick_by_dev(scores) if by_dev else {}
     found = []
     for (model, task, subset, name, layer, recipe), by_seed in scores.items():
-        full_name = _full_counterpart(name)
+        full_name = _counterpart(name)
         full_recipe, dev_picks = _as_full(recipe), {}
         if by_dev:
             our_pick = picked.get((model, task, subset, name, layer), DevPick(recipe, {}, None))
@@ -373,13 +374,13 @@ def cache_shares(records: list) -> list:
     for (model, task, subset, name, layer, recipe), by_seed in scores.items():
         if not name.startswith("recycled-"):
             continue
-        frozen_name = "frozen-" + name.split("-", 1)[1]
-        frozen = scores.get((model, task, subset, frozen_name, layer, _as_full(recipe)))
+        frozen_name, frozen_recipe = _counterpart(name, "frozen"), _as_full(recipe)
+        frozen = scores.get((model, task, subset, frozen_name, layer, frozen_recipe))
         if not set(by_seed) & set(frozen or ()):
             continue
         found.append({"model": model, "task": task, "subset": subset, "layer": layer,
                       "config": name, "full_config": frozen_name, "recipe": recipe,
-                      "full_recipe": _as_full(recipe), "lr": recipe[0], "full_lr": recipe[0],
+                      "full_recipe": frozen_recipe, "lr": recipe[0], "full_lr": recipe[0],
                       "picked": False, "dev_picks": {}, **_seed_gaps(by_seed, frozen)})
     return found
 
