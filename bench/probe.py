@@ -23,7 +23,10 @@ def final_states(reader, upper, keys: list, device: str = "cpu") -> dict:
     """key -> float32 [T, H] final-layer states of each cached record."""
     out = {}
     for key in keys:
-        hidden = torch.from_numpy(reader.get(key)).to(device)[None]  # (1, T, H)
+        # An fp32 cache stored raw reads as a read-only view of the mmap, which torch warns
+        # about; copy only then.
+        stored = np.require(reader.get(key), np.float32, ["C", "W"])
+        hidden = torch.from_numpy(stored).to(device)[None]  # (1, T, H)
         mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=device)  # (1, T)
         out[key] = upper(hidden, mask)[0].float().cpu().numpy()
     return out
