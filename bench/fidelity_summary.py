@@ -193,8 +193,19 @@ def summarize(records: list) -> list:
                      "mean": statistics.fmean(scores),
                      "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
                      "seconds_per_epoch": statistics.fmean(per_epoch) if per_epoch else None,
-                     "cpus": sorted({c for c in map(_cpu_label, runs) if c})})
+                     "cpus": _cpus(runs)})
     return rows
+
+
+UNRECORDED_CPU = "unrecorded"
+
+
+def _cpus(runs: list) -> list:
+    """The CPU labels of a row's runs; "unrecorded" among them where some runs, from before
+    the field, name none while others do, since those may have run elsewhere. Empty where no
+    run names one."""
+    labels = {_cpu_label(r) or UNRECORDED_CPU for r in runs}
+    return [] if labels == {UNRECORDED_CPU} else sorted(labels)
 
 
 def format_table(rows: list) -> str:
@@ -213,7 +224,8 @@ def format_table(rows: list) -> str:
                      f"{_lr_label(r.get('lr')):<11} {r['n']:>2} {r['metric']:<8} "
                      f"{r['mean']:>6.2f} {r['std']:>5.2f} {spe:>8}{variant}")
     if mixed:
-        lines.append("* s/epoch averages runs on more than one CPU: not a speed figure")
+        lines.append("* s/epoch averages runs on more than one CPU (or some that recorded none): "
+                     "not a speed figure")
     return "\n".join(lines)
 
 

@@ -158,13 +158,19 @@ def test_summary_marks_seconds_averaged_over_more_than_one_cpu():
         return dict(_record("full-lora", seed, 0.5),
                     cpu={"model_name": "Xeon", "family": "6", "model": cpu_model})
 
-    same = summary.summarize([on("167", 0), on("167", 1), _record("full-lora", 2, 0.5)])
+    same = summary.summarize([on("167", 0), on("167", 1)])
     assert same[0]["cpus"] == ["Xeon (family 6 model 167)"]
     assert "*" not in summary.format_table(same)
     mixed = summary.summarize([on("167", 0), on("143", 1)])
     assert len(mixed[0]["cpus"]) == 2
     assert "5.0*" in summary.format_table(mixed)
     assert "more than one CPU" in summary.format_table(mixed)
+    # a run from before the field may have run anywhere: beside a recorded one it marks too
+    partly = summary.summarize([on("167", 0), _record("full-lora", 2, 0.5)])
+    assert partly[0]["cpus"] == ["Xeon (family 6 model 167)", summary.UNRECORDED_CPU]
+    assert "5.0*" in summary.format_table(partly)
+    unknown = summary.summarize([_record("full-lora", 0, 0.5), _record("full-lora", 1, 0.5)])
+    assert unknown[0]["cpus"] == [] and "*" not in summary.format_table(unknown)
 
 
 def _at_lr(config, seed, score, lr, dev=None, layer=3, **train_config):
