@@ -12,8 +12,9 @@ __all__ = ["load_upper", "load_full", "num_layers"]
 # peft 0.22 warns on import that its v1.0 drops transformers < 5.6. optimum-onnx 0.1.0 holds us
 # below 4.58 and pyproject.toml pins peft below 1.0 for that reason, so the warning names
 # nothing a user can act on, yet every command that trains or exports printed it.
-warnings.filterwarnings("ignore", message="Support for Transformers < 5.6 is deprecated in PEFT",
-                        category=FutureWarning, module="peft")
+PEFT_TRANSFORMERS_WARNING = "Support for Transformers < 5.6 is deprecated in PEFT"
+warnings.filterwarnings("ignore", message=PEFT_TRANSFORMERS_WARNING, category=FutureWarning,
+                        module="peft")
 
 
 def __getattr__(name: str):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from runtime import predict, train
+from runtime import PEFT_TRANSFORMERS_WARNING, predict, train
 
 FAST = ["--epochs", "1", "--lr", "1e-2", "--token-budget", "256", "--max-batch-size", "8"]
 
@@ -164,9 +164,6 @@ def test_predict_scores_the_split_training_held_out_under_its_seed(tiny_task, tm
     assert sorted(split_keys(loaded, "test")) == test_of[1]
 
 
-PEFT_WARNING = "Support for Transformers < 5.6 is deprecated in PEFT"
-
-
 def _stderr_of(code: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
@@ -179,6 +176,6 @@ def test_importing_runtime_hides_peft_transformers_warning():
     """peft's import-time FutureWarning names nothing a user of this project can act on (the
     transformers pin is optimum-onnx's), so commands that import peft through runtime must not
     print it; the bare import shows the warning is still there to hide."""
-    if PEFT_WARNING not in _stderr_of("import peft"):
+    if PEFT_TRANSFORMERS_WARNING not in _stderr_of("import peft"):
         pytest.skip("this peft/transformers pair does not warn")
-    assert PEFT_WARNING not in _stderr_of("import runtime, peft")
+    assert PEFT_TRANSFORMERS_WARNING not in _stderr_of("import runtime, peft")
