@@ -546,7 +546,7 @@ def _run(args) -> int:
         print(format_paired_gaps(shares))
     if args.plot:
         speedups = report_speedups(args.speedups) if args.speedups else None
-        plot_sweep([r for r in rows if r["task"] == config.task], args.plot, speedups)
+        plot_sweep([r for r in records if r["task"] == config.task], args.plot, speedups)
     return 0
 
 

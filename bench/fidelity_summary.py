@@ -534,13 +534,62 @@ def report_speedups(path: str) -> dict:
                                  f"steps ({type(e).__name__}: {e})") from None
 
 
-def plot_sweep(rows: list, path: str, speedups: dict | None = None) -> None:
-    """Test score against K, with the training speedup on a second axis: `speedups` ({K: x},
-    see report_speedups) where given, else each configuration's full / recycled s per epoch."""
+def sweep_series(records: list) -> list:
+    """What the K-sweep figure draws, per recycled or frozen configuration: its mean score at
+    each K over the seeds that K ran (`n`), its full counterpart's mean over full's seeds, and
+    the gap to full at each K paired over the seeds both ran (`paired_gaps`, with its 95%
+    interval). The gap is what the largest K within a point is judged on; the means alone
+    would compare a K run on one seed against full on five."""
+    rows = summarize(records)
+    gaps = paired_gaps(records)
+    series = []
+    for name in sorted({r["config"] for r in rows if r["config"].startswith(_SWEPT)}):
+        full = _pooled_full(records, _counterpart(name))
+        series.append({
+            "config": name,
+            "points": sorted(({"layer": r["layer"], "n": r["n"], "mean": r["mean"],
+                               "seconds_per_epoch": r["seconds_per_epoch"]}
+                              for r in rows if r["config"] == name), key=lambda p: p["layer"]),
+            "full": full,
+            "gaps": sorted((g for g in gaps if g["config"] == name), key=lambda g: g["layer"])})
+    return series
+
+
+_SWEPT = ("recycled-", "frozen-")  # the configurations a K sweep moves; not the probe
+
+
+def _pooled_full(records: list, name: str) -> dict | None:
+    """Full's line: its mean over its seeds, pooled over the K its runs were launched at (as
+    `paired_gaps` pools them: the cache only sets their splits), a seed run twice averaged."""
+    runs = [r for r in records if r["config"] == name]
+    if not runs:
+        return None
+    by_seed = {}
+    for r in runs:
+        by_seed.setdefault(r["seed"], []).append(100 * r["metrics"][_metric(r["metrics"])])
+    per_epoch = [r["metrics"]["train_seconds"] / r["metrics"]["epochs_run"]
+                 for r in runs if "train_seconds" in r["metrics"]]
+    return {"config": name, "n": len(by_seed),
+            "mean": statistics.fmean(statistics.fmean(s) for s in by_seed.values()),
+            "seconds_per_epoch": statistics.fmean(per_epoch) if per_epoch else None}
+
+
+def _refuse_unplottable(records: list) -> None:
+    """One clear line where the runs would not make one figure: none of a recycled or frozen
+    configuration, two models or train subsets (their curves would read as one), or one
+    configuration at two recipes."""
     from runtime.errors import RuntimeConfigError
 
+    if not any(r["config"].startswith(_SWEPT) for r in records):
+        raise RuntimeConfigError("--plot: no recycled or frozen runs of this task in these files "
+                                 "(--task names the task to draw)")
+    for field, what in (("model", "models"), ("max_train_examples", "train subsets")):
+        seen = sorted({str(r.get(field)) for r in records})
+        if len(seen) > 1:
+            raise RuntimeConfigError(f"--plot: these runs hold {len(seen)} {what} "
+                                     f"({', '.join(seen)}); plot one at a time")
     recipes = {}
-    for r in rows:
+    for r in summarize(records):
         recipes.setdefault(r["config"], set()).add((r.get("lr"), r.get("variant")))
     mixed = sorted(name for name, seen in recipes.items() if len(seen) > 1)
     if mixed:
@@ -549,41 +598,87 @@ def plot_sweep(rows: list, path: str, speedups: dict | None = None) -> None:
                       for lr, variant in recipes[mixed[0]])
         raise RuntimeConfigError(f"--plot: {mixed[0]} was run with {len(seen)} recipes "
                                  f"({' | '.join(seen)}); plot one recipe's runs at a time")
+
+
+def plot_sweep(records: list, path: str, speedups: dict | None = None) -> None:
+    """Two panels against K. Above: each configuration's test score (mean of the seeds each K
+    ran, n beside each point), full's mean as a dotted line of its colour, and the speedup on a
+    second axis: `speedups` ({K: x}, see report_speedups) where given, else each
+    configuration's full / recycled s per epoch. Below: the gap to full paired seed by seed,
+    with its 95% interval where two or more seeds were shared, against the -1 line."""
+    records = [r for r in records if r["config"].startswith(_SWEPT + ("full-",))]
+    _refuse_unplottable(records)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, gap_ax) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True,
+                                     gridspec_kw={"height_ratios": (3, 2)})
     speed_ax = ax.twinx()
-    for name in sorted({r["config"] for r in rows if r["config"].startswith("recycled")}):
-        pts = sorted((r["layer"], r["mean"], r["seconds_per_epoch"]) for r in rows
-                     if r["config"] == name)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{name} (score)")
-        if speedups is not None:
-            continue
-        full = [r for r in rows if r["config"] == name.replace("recycled", "full")]
-        sp = [(k, full[0]["seconds_per_epoch"] / s) for k, _, s in pts if full and s]
-        if sp:
-            speed_ax.plot([p[0] for p in sp], [p[1] for p in sp], "s--", alpha=0.6,
-                          label=f"{name} (speedup, s/epoch of these runs)")
+    series = sweep_series(records)
+    for s in series:
+        color = _draw_scores(ax, speed_ax, s, own_speedups=speedups is None)
+        if s["gaps"]:
+            _draw_gaps(gap_ax, s, color)
     if speedups is not None:
         ks = sorted(speedups)
         speed_ax.plot(ks, [speedups[k] for k in ks], "s--", color="black", alpha=0.6,
                       label="training speedup (bench.report, side by side)")
-    for r in rows:
-        if r["config"].startswith("full"):
-            ax.axhline(r["mean"], color="grey", lw=0.8, ls=":")
-            ax.axhline(r["mean"] - 1.0, color="red", lw=0.8, ls=":")
-    ax.set_xticks(sorted({r["layer"] for r in rows} | set(speedups or ())))
-    ax.set_xlabel("K (layers recycled from the cache)")
-    ax.set_ylabel(f"test {rows[0]['metric']} (mean of seeds)")
+    if not any(s["gaps"] for s in series):
+        gap_ax.text(0.5, 0.5, "no full run shares a seed with these runs", ha="center",
+                    va="center", transform=gap_ax.transAxes)
+    gap_ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+    gap_ax.axhline(-1.0, color="red", lw=0.8, ls=":")
+    swept = {r["layer"] for r in records if r["config"].startswith(_SWEPT)}
+    ticks = sorted(swept | set(speedups or ()))
+    gap_ax.set_xticks(ticks)
+    gap_ax.set_xlim(ticks[0] - 0.3, ticks[-1] + 0.3)  # room for the n= labels of the outer K
+    gap_ax.set_xlabel("K (layers recycled from the cache)")
+    ax.set_ylabel(f"test {_metric(records[0]['metrics'])} (mean of seeds)")
+    gap_ax.set_ylabel("- full, by seed\n(bar: 95% interval)")
     speed_ax.set_ylabel("training speedup, full / recycled")
     handles = [h for a in (ax, speed_ax) for h in a.get_legend_handles_labels()[0]]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7)  # below, off the curves
-    ax.set_title(f"{rows[0]['model']} on {rows[0]['task']}: K sweep (dotted: full, full - 1)")
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    ax.set_title(f"{records[0]['model']} on {records[0]['task']}: K sweep "
+                 "(below: gap to full on the seeds both ran; red: -1)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _draw_scores(ax, speed_ax, s: dict, own_speedups: bool) -> str:
+    """One configuration's scores per K (n beside each), full's mean as a dotted line, and with
+    `own_speedups` its full / recycled s per epoch; returns the colour its line took."""
+    pts = s["points"]
+    line, = ax.plot([p["layer"] for p in pts], [p["mean"] for p in pts], "o-",
+                    label=f"{s['config']} (score)")
+    for p in pts:
+        ax.annotate(f"n={p['n']}", (p["layer"], p["mean"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7, color=line.get_color())
+    full = s["full"]
+    if full is None:
+        return line.get_color()
+    ax.axhline(full["mean"], color=line.get_color(), lw=0.8, ls=":",
+               label=f"{full['config']} (score, n={full['n']})")
+    sp = [(p["layer"], full["seconds_per_epoch"] / p["seconds_per_epoch"])
+          for p in pts if full["seconds_per_epoch"] and p["seconds_per_epoch"]]
+    if own_speedups and sp:
+        speed_ax.plot([k for k, _ in sp], [x for _, x in sp], "s--", alpha=0.6,
+                      label=f"{s['config']} (speedup, s/epoch of these runs)")
+    return line.get_color()
+
+
+def _draw_gaps(ax, s: dict, color: str) -> None:
+    ks = [g["layer"] for g in s["gaps"]]
+    means = [g["mean_gap"] for g in s["gaps"]]
+    # a one-seed gap has no interval: drawn as a bare point, never with a zero-width bar
+    low = [g["mean_gap"] - g["interval_95"][0] if g["interval_95"] else 0.0 for g in s["gaps"]]
+    high = [g["interval_95"][1] - g["mean_gap"] if g["interval_95"] else 0.0 for g in s["gaps"]]
+    ax.errorbar(ks, means, yerr=[low, high], fmt="o-", color=color, capsize=3, lw=1)
+    for g in s["gaps"]:
+        ax.annotate(f"n={len(g['seeds'])}", (g["layer"], g["mean_gap"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
 
 
 def read_runs(paths: list) -> list:

@@ -26,11 +26,57 @@ def test_summary_is_the_mean_and_sample_std_over_seeds():
 
 
 def test_sweep_plot_is_written(tmp_path):
-    rows = summary.summarize(
-        [_record("recycled-lora", 0, 0.3 + k / 100, layer=k, seconds=10 - k) for k in (1, 2, 3)]
-        + [_record("full-lora", 0, 0.4, layer=k, seconds=12) for k in (1, 2, 3)])
-    summary.plot_sweep(rows, str(tmp_path / "sweep.png"))
+    records = ([_record("recycled-lora", 0, 0.3 + k / 100, layer=k, seconds=10 - k)
+                for k in (1, 2, 3)] + [_record("full-lora", 0, 0.4, layer=k, seconds=12)
+                                       for k in (1, 2, 3)])
+    summary.plot_sweep(records, str(tmp_path / "sweep.png"))
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sweep_series_pairs_each_k_with_full_on_the_seeds_both_ran():
+    # K=2 on seeds 0-2, K=4 on seed 0 only; full on seeds 0-4, launched at two K (pooled)
+    records = ([_record("recycled-finetune", s, v, layer=2) for s, v in
+                ((0, 0.46), (1, 0.44), (2, 0.45))] +
+               [_record("recycled-finetune", 0, 0.34, layer=4)] +
+               [_record("full-finetune", s, v, layer=3 if s < 3 else 2) for s, v in
+                ((0, 0.47), (1, 0.45), (2, 0.44), (3, 0.50), (4, 0.49))] +
+               [_record("linear-probe", 0, 0.20, layer=6)])
+    (series,) = summary.sweep_series(records)
+    assert series["config"] == "recycled-finetune"
+    assert [(p["layer"], p["n"]) for p in series["points"]] == [(2, 3), (4, 1)]
+    assert series["points"][0]["mean"] == pytest.approx(45.0)
+    # full's line is its five seeds pooled over K; the gaps use only the seeds each K shares
+    assert series["full"]["n"] == 5 and series["full"]["mean"] == pytest.approx(47.0)
+    k2, k4 = series["gaps"]
+    assert k2["seeds"] == [0, 1, 2] and k2["mean_gap"] == pytest.approx(-1 / 3)
+    # gaps -1, -1, +1: standard error 2/3, t(2) = 4.303
+    low, high = k2["interval_95"]
+    assert high - low == pytest.approx(2 * 4.303 * 2 / 3)
+    assert k4["seeds"] == [0] and k4["mean_gap"] == pytest.approx(-13.0)
+    assert k4["interval_95"] is None
+
+
+def test_a_sweep_plot_of_two_models_is_refused(tmp_path, capsys):
+    runs = tmp_path / "runs.jsonl"
+    other = dict(_record("recycled-lora", 0, 0.3), model="other")
+    runs.write_text("".join(json.dumps(r) + "\n" for r in
+                            (_record("recycled-lora", 0, 0.3), other)), encoding="utf-8")
+    plot = tmp_path / "sweep.png"
+    assert fidelity.main(["--summary", str(runs), "--plot", str(plot)]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --plot: these runs hold 2 models (m, other); plot one at a time\n"
+    assert not plot.exists()
+
+
+def test_a_sweep_plot_of_another_task_is_one_line(tmp_path, capsys):
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text(json.dumps(_record("recycled-lora", 0, 0.3)) + "\n", encoding="utf-8")
+    plot = tmp_path / "sweep.png"
+    args = ["--summary", str(runs), "--task", "bbc-news", "--plot", str(plot)]
+    assert fidelity.main(args) == 2
+    assert capsys.readouterr().err == ("error: --plot: no recycled or frozen runs of this task "
+                                       "in these files (--task names the task to draw)\n")
+    assert not plot.exists()
 
 
 def test_largest_k_within_one_point_of_full_is_judged_on_shared_seeds():
@@ -90,9 +136,9 @@ def test_report_without_steps_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_sweep_plot_takes_speedups_from_a_report(tmp_path):
-    rows = summary.summarize([_record("recycled-finetune", 0, 0.3 + k / 100, layer=k)
-                              for k in (1, 2, 3)] + [_record("full-finetune", 0, 0.4)])
-    summary.plot_sweep(rows, str(tmp_path / "sweep.png"), speedups={1: 1.3, 2: 1.7, 3: 2.0})
+    records = ([_record("recycled-finetune", 0, 0.3 + k / 100, layer=k) for k in (1, 2, 3)]
+               + [_record("full-finetune", 0, 0.4)])
+    summary.plot_sweep(records, str(tmp_path / "sweep.png"), speedups={1: 1.3, 2: 1.7, 3: 2.0})
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
