@@ -172,13 +172,16 @@ def _recipe_key(record: dict, varying: dict) -> tuple:
 
 def summarize(records: list) -> list:
     """Rows (model, task, K, config, learning rates, n, mean, std, train s/epoch, the CPUs the
-    runs recorded) over seeds, in first-seen order. Runs at different learning rates, or
+    runs recorded) over seeds, in first-seen order. Full runs are one row whatever K they
+    were launched at (K None: the cache only sets their splits, and `paired_gaps` pools them
+    so too). Runs at different learning rates, or
     with another value of a field that varies among their group's runs (`varying_fields`), are
     different rows, so that files kept per rate or recipe can be read together."""
     varying = varying_fields(records)
     groups = {}
     for r in records:
-        key = (r["model"], r["task"], r["layer"], r["config"], r.get("max_train_examples"),
+        layer = None if r["config"].startswith("full") else r["layer"]  # pooled as paired
+        key = (r["model"], r["task"], layer, r["config"], r.get("max_train_examples"),
                _recipe_key(r, varying))
         groups.setdefault(key, []).append(r)
     rows = []
@@ -220,7 +223,8 @@ def format_table(rows: list) -> str:
             spe, mixed = spe + "*", True
         label = _variant_label(r.get("variant") or ())
         variant = f"  {label}" if label else ""
-        lines.append(f"{r['model']:<18} {r['task']:<9} {r['layer']:>2} {r['config']:<20} "
+        layer = "-" if r["layer"] is None else r["layer"]
+        lines.append(f"{r['model']:<18} {r['task']:<9} {layer:>2} {r['config']:<20} "
                      f"{_lr_label(r.get('lr')):<11} {r['n']:>2} {r['metric']:<8} "
                      f"{r['mean']:>6.2f} {r['std']:>5.2f} {spe:>8}{variant}")
     if mixed:
@@ -544,7 +548,7 @@ def sweep_series(records: list) -> list:
     gaps = paired_gaps(records)
     series = []
     for name in sorted({r["config"] for r in rows if r["config"].startswith(_SWEPT)}):
-        full = _pooled_full(records, _counterpart(name))
+        full = next((r for r in rows if r["config"] == _counterpart(name)), None)
         series.append({
             "config": name,
             "points": sorted(({"layer": r["layer"], "n": r["n"], "mean": r["mean"],
@@ -556,22 +560,6 @@ def sweep_series(records: list) -> list:
 
 
 _SWEPT = ("recycled-", "frozen-")  # the configurations a K sweep moves; not the probe
-
-
-def _pooled_full(records: list, name: str) -> dict | None:
-    """Full's line: its mean over its seeds, pooled over the K its runs were launched at (as
-    `paired_gaps` pools them: the cache only sets their splits), a seed run twice averaged."""
-    runs = [r for r in records if r["config"] == name]
-    if not runs:
-        return None
-    by_seed = {}
-    for r in runs:
-        by_seed.setdefault(r["seed"], []).append(100 * r["metrics"][_metric(r["metrics"])])
-    per_epoch = [r["metrics"]["train_seconds"] / r["metrics"]["epochs_run"]
-                 for r in runs if "train_seconds" in r["metrics"]]
-    return {"config": name, "n": len(by_seed),
-            "mean": statistics.fmean(statistics.fmean(s) for s in by_seed.values()),
-            "seconds_per_epoch": statistics.fmean(per_epoch) if per_epoch else None}
 
 
 def _refuse_unplottable(records: list) -> None:

@@ -25,6 +25,18 @@ def test_summary_is_the_mean_and_sample_std_over_seeds():
     assert "recycled-lora" in summary.format_table(rows)
 
 
+def test_full_runs_launched_at_several_k_are_one_row():
+    # full fine-tuning reads no cache: runs launched beside K=1 and K=5 are one model's runs
+    rows = summary.summarize([_record("full-finetune", 0, 0.40, layer=1),
+                              _record("full-finetune", 1, 0.44, layer=5),
+                              _record("recycled-finetune", 0, 0.41, layer=1),
+                              _record("recycled-finetune", 1, 0.42, layer=5)])
+    assert [(r["config"], r["layer"], r["n"]) for r in rows] == [
+        ("full-finetune", None, 2), ("recycled-finetune", 1, 1), ("recycled-finetune", 5, 1)]
+    assert rows[0]["mean"] == pytest.approx(42.0)
+    assert summary.format_table(rows).splitlines()[1].split()[2:4] == ["-", "full-finetune"]
+
+
 def test_sweep_plot_is_written(tmp_path):
     records = ([_record("recycled-lora", 0, 0.3 + k / 100, layer=k, seconds=10 - k)
                 for k in (1, 2, 3)] + [_record("full-lora", 0, 0.4, layer=k, seconds=12)
