@@ -59,6 +59,22 @@ def _held(lock_path):
     return fd
 
 
+def _commit_cache(path, keys):
+    """A committed cache holding `keys` (one token each), as a build leaves after a commit."""
+    import numpy as np
+
+    import cache_format
+
+    with cache_format.create(path, hidden_size=2, dtype="fp32", codec="none", append=True) as w:
+        for key in keys:
+            if key not in w:
+                w.add(key, np.array([1], dtype=np.uint32), np.zeros((1, 2), dtype=np.float32))
+
+
+def _wnut_ids():
+    return [r["id"] for r in read_wnut16()]
+
+
 def _fake_builds(monkeypatch):
     import export.build
 
@@ -66,9 +82,7 @@ def _fake_builds(monkeypatch):
 
     def build_cache(config):
         calls.append(config.out)
-        os.makedirs(config.out, exist_ok=True)
-        with open(os.path.join(config.out, "manifest.json"), "w") as f:
-            f.write("{}")
+        _commit_cache(config.out, _wnut_ids())
 
     monkeypatch.setattr(export.build, "build_cache", build_cache)
     return calls
@@ -105,9 +119,7 @@ def test_a_second_preparer_waits_for_the_first_build_instead_of_failing(tmp_path
     thread, result = _prepare_in_thread(tmp_path)
     _wait_until(lambda: "waiting for another process" in capsys.readouterr().out)
     assert thread.is_alive() and not calls
-    os.makedirs(cache)
-    with open(os.path.join(cache, "manifest.json"), "w") as f:  # the first build commits
-        f.write("{}")
+    _commit_cache(cache, _wnut_ids())  # the first build finishes
     os.close(fd)
     thread.join(30)
     assert not thread.is_alive() and result["prepared"].cache == cache
@@ -127,6 +139,37 @@ def test_a_waiter_builds_when_the_first_builder_dies_without_a_cache(tmp_path, m
     thread.join(30)
     assert not thread.is_alive() and calls == [cache]
     assert os.path.isfile(os.path.join(result["prepared"].cache, "manifest.json"))
+
+
+def test_a_cache_a_build_has_committed_part_of_is_waited_for(tmp_path, monkeypatch, capsys):
+    # a build commits its manifest every few seconds: a second job once trained on the third
+    # of the records committed so far and stopped on the labels
+    from runtime.datasets import builtin_cache_dir
+
+    calls = _fake_builds(monkeypatch)
+    cache = builtin_cache_dir("wnut16", layer=2, dtype="int8", root=str(tmp_path))
+    fd = _held(os.path.abspath(cache) + ".prepare.lock")
+    ids = _wnut_ids()
+    _commit_cache(cache, ids[:800])  # the first builder, a third of the way through
+    thread, result = _prepare_in_thread(tmp_path)
+    _wait_until(lambda: "waiting for another process" in capsys.readouterr().out)
+    assert thread.is_alive() and "prepared" not in result
+    _commit_cache(cache, ids)
+    os.close(fd)
+    thread.join(30)
+    assert not thread.is_alive() and result["prepared"].cache == cache and calls == []
+
+
+def test_a_cache_a_killed_build_left_part_of_is_built_on(tmp_path, monkeypatch):
+    from runtime.datasets import builtin_cache_dir, prepare_builtin
+
+    calls = _fake_builds(monkeypatch)
+    cache = builtin_cache_dir("wnut16", layer=2, dtype="int8", root=str(tmp_path))
+    _commit_cache(cache, _wnut_ids()[:800])  # no lock held: its builder is gone
+    assert prepare_builtin("wnut16", layer=2, root=str(tmp_path)).cache == cache
+    assert calls == [cache]
+    assert prepare_builtin("wnut16", layer=2, root=str(tmp_path)).cache == cache
+    assert calls == [cache]  # complete now: not built again
 
 
 def test_a_max_length_of_zero_reaches_export_to_be_refused(tmp_path):
