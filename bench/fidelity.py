@@ -486,7 +486,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="with --work: the same command again "
                    "after a crash; skips runs already in --out, continues each run that left a "
                    "checkpoint in DIR, starts the rest")
-    p.add_argument("--plot", help="PNG of the K sweep")
+    p.add_argument("--plot", help="PNG of the K sweep: score and training speedup against K, "
+                   "and below them each K's gap to full paired over the seeds both ran")
     p.add_argument("--speedups", metavar="REPORT.json", help="with --plot: the training speedup "
                    "per K from this bench.report --json (timed side by side) instead of the "
                    "runs' own seconds per epoch")

@@ -172,11 +172,11 @@ def _recipe_key(record: dict, varying: dict) -> tuple:
 
 def summarize(records: list) -> list:
     """Rows (model, task, K, config, learning rates, n, mean, std, train s/epoch, the CPUs the
-    runs recorded) over seeds, in first-seen order. Full runs are one row whatever K they
-    were launched at (K None: the cache only sets their splits, and `paired_gaps` pools them
-    so too). Runs at different learning rates, or
-    with another value of a field that varies among their group's runs (`varying_fields`), are
-    different rows, so that files kept per rate or recipe can be read together."""
+    runs recorded) over seeds, in first-seen order. Full runs are one row whatever K they were
+    launched at (K None: the cache only sets their splits, and `paired_gaps` pools them too).
+    Runs at different learning rates, or with another value of a field that varies among their
+    group's runs (`varying_fields`), are different rows, so that files kept per rate or recipe
+    can be read together."""
     varying = varying_fields(records)
     groups = {}
     for r in records:
@@ -538,6 +538,9 @@ def report_speedups(path: str) -> dict:
                                  f"steps ({type(e).__name__}: {e})") from None
 
 
+_SWEPT = ("recycled-", "frozen-")  # the configurations a K sweep moves; not the probe
+
+
 def sweep_series(records: list) -> list:
     """What the K-sweep figure draws, per recycled or frozen configuration: its mean score at
     each K over the seeds that K ran (`n`), its full counterpart's mean over full's seeds, and
@@ -557,9 +560,6 @@ def sweep_series(records: list) -> list:
             "full": full,
             "gaps": sorted((g for g in gaps if g["config"] == name), key=lambda g: g["layer"])})
     return series
-
-
-_SWEPT = ("recycled-", "frozen-")  # the configurations a K sweep moves; not the probe
 
 
 def _refuse_unplottable(records: list) -> None:
@@ -624,7 +624,7 @@ def plot_sweep(records: list, path: str, speedups: dict | None = None) -> None:
     gap_ax.set_xlim(ticks[0] - 0.3, ticks[-1] + 0.3)  # room for the n= labels of the outer K
     gap_ax.set_xlabel("K (layers recycled from the cache)")
     ax.set_ylabel(f"test {_metric(records[0]['metrics'])} (mean of seeds)")
-    gap_ax.set_ylabel("- full, by seed\n(bar: 95% interval)")
+    gap_ax.set_ylabel("gap to full, by seed\n(bar: 95% interval)")
     speed_ax.set_ylabel("training speedup, full / recycled")
     handles = [h for a in (ax, speed_ax) for h in a.get_legend_handles_labels()[0]]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7)  # below, off the curves
@@ -658,12 +658,15 @@ def _draw_scores(ax, speed_ax, s: dict, own_speedups: bool) -> str:
 
 
 def _draw_gaps(ax, s: dict, color: str) -> None:
-    ks = [g["layer"] for g in s["gaps"]]
-    means = [g["mean_gap"] for g in s["gaps"]]
-    # a one-seed gap has no interval: drawn as a bare point, never with a zero-width bar
-    low = [g["mean_gap"] - g["interval_95"][0] if g["interval_95"] else 0.0 for g in s["gaps"]]
-    high = [g["interval_95"][1] - g["mean_gap"] if g["interval_95"] else 0.0 for g in s["gaps"]]
-    ax.errorbar(ks, means, yerr=[low, high], fmt="o-", color=color, capsize=3, lw=1)
+    ax.plot([g["layer"] for g in s["gaps"]], [g["mean_gap"] for g in s["gaps"]], "o-",
+            color=color, lw=1)
+    # a one-seed gap has no interval: a bare point, never a bar of zero width that reads as exact
+    spread = [g for g in s["gaps"] if g["interval_95"]]
+    if spread:
+        ax.errorbar([g["layer"] for g in spread], [g["mean_gap"] for g in spread], fmt="none",
+                    yerr=[[g["mean_gap"] - g["interval_95"][0] for g in spread],
+                          [g["interval_95"][1] - g["mean_gap"] for g in spread]],
+                    ecolor=color, capsize=3, lw=1)
     for g in s["gaps"]:
         ax.annotate(f"n={len(g['seeds'])}", (g["layer"], g["mean_gap"]),
                     textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
