@@ -12,14 +12,15 @@ from __future__ import annotations
 from .codec import CODEC_NAMES
 from .errors import CacheFormatError, MissingKeyError
 from .layout import DTYPE_NAMES, FORMAT_VERSION
+from .locking import active_writer
 from .quantize import calibrate_smoothing, dequantize_int8, quantize_int8
 from .reader import CacheReader, RawRecord
 from .writer import CacheWriter
 
 __all__ = [
     "CODEC_NAMES", "CacheFormatError", "CacheReader", "CacheWriter", "DTYPE_NAMES",
-    "FORMAT_VERSION", "MissingKeyError", "RawRecord", "calibrate_smoothing", "create",
-    "dequantize_int8", "merge", "open", "quantize_int8",
+    "FORMAT_VERSION", "MissingKeyError", "RawRecord", "active_writer", "calibrate_smoothing",
+    "create", "dequantize_int8", "merge", "open", "quantize_int8",
 ]
 
 

@@ -1,7 +1,8 @@
 """What a run reads besides its labels, each checked against the others before training.
 
-- `open_cache` opens a cache and refuses an empty one, or one built from another model or
-  layer than asked (the manifest's weights fingerprint and layer say so).
+- `open_cache` opens a cache and refuses one a build is still writing, an empty one, or one
+  built from another model or layer than asked (the manifest's weights fingerprint and layer
+  say so).
 - `model_path_of` finds the checkpoint (--model or the manifest's) and refuses weights that
   are not the ones the cache was built from.
 - `corpus_records` reads the raw corpus the cache was built from (QA cuts its answers from it).
@@ -16,9 +17,15 @@ from runtime.errors import RuntimeConfigError
 
 
 def open_cache(path: str, *, model: str | None = None, layer: int | None = None):
-    """Open the cache at `path`; refuse an empty cache or another model's / layer's cache."""
+    """Open the cache at `path`; refuse a cache being written, an empty cache, or another
+    model's / layer's cache."""
     import cache_format
 
+    writer = cache_format.active_writer(path) if os.path.isdir(path) else None
+    if writer is not None:
+        raise RuntimeConfigError(f"cache {path!r} is still being written ({writer}); wait for "
+                                 "the build to finish: a run now would read only the records "
+                                 "committed so far")
     reader = cache_format.open(path)
     m = reader.manifest
     if len(reader) == 0:

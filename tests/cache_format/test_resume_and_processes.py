@@ -131,3 +131,44 @@ def test_refused_writer_leaves_the_first_writers_files_alone(tmp_path):
         cache_format.create(tmp_path, hidden_size=8, dtype="int8", append=True)
     w.close()  # its temporary shard was not deleted as an orphan by the refused writer
     np.testing.assert_array_equal(cache_format.open(tmp_path).get("k"), np.ones((1, 8)))
+
+
+def test_active_writer_names_a_live_writer_and_not_a_killed_one(tmp_path):
+    assert cache_format.active_writer(tmp_path) is None  # no lock file yet
+    holder = _run_writer(tmp_path, kill_after=32)  # commits r0000..r0029, then waits
+    assert holder.stdout.readline().strip() == "ready"
+    assert cache_format.active_writer(tmp_path) == f"pid {holder.pid}"
+    assert len(cache_format.open(tmp_path)) == 30  # what a reader alone would take for a cache
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert cache_format.active_writer(tmp_path) is None  # the kernel dropped its lock
+    with cache_format.create(tmp_path, hidden_size=8, part="p"):
+        assert cache_format.active_writer(tmp_path) == f"pid {os.getpid()}"  # parts count too
+    assert cache_format.active_writer(tmp_path) is None
+
+
+def test_a_writer_waits_out_a_readers_probe(tmp_path, monkeypatch):
+    # active_writer holds a shared lock for a moment; a writer starting then must not take it
+    # for another writer's. The retry window is widened so that a slow thread cannot decide.
+    import fcntl
+    import threading
+
+    from cache_format import locking
+
+    monkeypatch.setattr(locking, "_PROBE_WAIT_S", 60.0)
+    fd = os.open(tmp_path / "manifest.json.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a probe, caught in the act
+    done = []
+
+    def write():
+        with cache_format.create(tmp_path, hidden_size=8) as w:
+            w.add("k", [1], np.ones((1, 8), np.float32))
+        done.append(True)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    thread.join(0.2)
+    assert thread.is_alive() and not done  # retrying, not refused
+    os.close(fd)
+    thread.join(60)
+    assert done and cache_format.open(tmp_path).keys() == ["k"]

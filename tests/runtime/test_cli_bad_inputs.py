@@ -250,6 +250,31 @@ PREDICT_BAD = [  # (id, argv after --run RUN, fragment)
 ]
 
 
+def test_a_cache_being_written_is_refused_by_train_and_predict(tiny_task, seq_run, tmp_path,
+                                                               capsys):
+    # its last commit reads as a whole cache: `predict --split all` would answer for part of
+    # the corpus, and train would stop on the labels with a message that blames the labels
+    import cache_format
+
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_task["cache"], cache)
+    built = cache_format.open(cache)
+    writer = cache_format.create(cache, hidden_size=built.hidden_size, dtype=built.dtype,
+                                 append=True, metadata=built.manifest["metadata"])
+    try:
+        fragment = f"is still being written (pid {os.getpid()}); wait for the build to finish"
+        argv = ["--cache", str(cache), "--labels", tiny_task["seq_labels"], "--task", "seq-cls",
+                "--out", str(tmp_path / "r"), *FAST]
+        _assert_one_line(*_code_and_err(capsys, train.main, argv), fragment)
+        assert not (tmp_path / "r").exists()
+        argv = ["--run", str(seq_run), "--cache", str(cache), "--split", "all"]
+        _assert_one_line(*_code_and_err(capsys, predict.main, argv), fragment)
+    finally:
+        writer.close()
+    assert predict.main(["--run", str(seq_run), "--cache", str(cache), "--split", "all",
+                         "--out", str(tmp_path / "p.jsonl")]) == 0
+
+
 @pytest.mark.parametrize("name,extra,fragment", PREDICT_BAD,
                          ids=_ids(PREDICT_BAD))
 def test_predict_bad_input(seq_run, tmp_path, capsys, name, extra, fragment):
