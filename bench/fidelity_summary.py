@@ -630,7 +630,7 @@ def plot_sweep(records: list, path: str, speedups: dict | None = None) -> None:
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7)  # below, off the curves
     ax.set_title(f"{records[0]['model']} on {records[0]['task']}: K sweep "
                  "(below: gap to full on the seeds both ran; red: -1)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.02 + 0.025 * math.ceil(len(handles) / 2), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
