@@ -546,7 +546,9 @@ def sweep_series(records: list) -> list:
     each K over the seeds that K ran (`n`), its full counterpart's mean over full's seeds, and
     the gap to full at each K paired over the seeds both ran (`paired_gaps`, with its 95%
     interval). The gap is what the largest K within a point is judged on; the means alone
-    would compare a K run on one seed against full on five."""
+    would compare a K run on one seed against full on five. A configuration run at one K is
+    left out where another was run at several: a point is no sweep, and files kept for one K
+    (LoRA and bottleneck beside a fine-tuning sweep) would crowd the figure."""
     rows = summarize(records)
     gaps = paired_gaps(records)
     series = []
@@ -559,7 +561,8 @@ def sweep_series(records: list) -> list:
                               for r in rows if r["config"] == name), key=lambda p: p["layer"]),
             "full": full,
             "gaps": sorted((g for g in gaps if g["config"] == name), key=lambda g: g["layer"])})
-    return series
+    swept = [s for s in series if len(s["points"]) > 1]
+    return swept or series
 
 
 def _refuse_unplottable(records: list) -> None:
@@ -616,9 +619,10 @@ def plot_sweep(records: list, path: str, speedups: dict | None = None) -> None:
     if not any(s["gaps"] for s in series):
         gap_ax.text(0.5, 0.5, "no full run shares a seed with these runs", ha="center",
                     va="center", transform=gap_ax.transAxes)
+    ax.margins(y=0.1)  # room for the n= labels of the top points
     gap_ax.axhline(0.0, color="grey", lw=0.8, ls=":")
     gap_ax.axhline(-1.0, color="red", lw=0.8, ls=":")
-    swept = {r["layer"] for r in records if r["config"].startswith(_SWEPT)}
+    swept = {p["layer"] for s in series for p in s["points"]}
     ticks = sorted(swept | set(speedups or ()))
     gap_ax.set_xticks(ticks)
     gap_ax.set_xlim(ticks[0] - 0.3, ticks[-1] + 0.3)  # room for the n= labels of the outer K

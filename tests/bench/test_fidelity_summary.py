@@ -52,7 +52,9 @@ def test_sweep_series_pairs_each_k_with_full_on_the_seeds_both_ran():
                [_record("recycled-finetune", 0, 0.34, layer=4)] +
                [_record("full-finetune", s, v, layer=3 if s < 3 else 2) for s, v in
                 ((0, 0.47), (1, 0.45), (2, 0.44), (3, 0.50), (4, 0.49))] +
-               [_record("linear-probe", 0, 0.20, layer=6)])
+               [_record("linear-probe", 0, 0.20, layer=6)] +
+               # run at K=3 only, beside the sweep: a point, left out of the figure
+               [_record("recycled-lora", 0, 0.40), _record("full-lora", 0, 0.41)])
     (series,) = summary.sweep_series(records)
     assert series["config"] == "recycled-finetune"
     assert [(p["layer"], p["n"]) for p in series["points"]] == [(2, 3), (4, 1)]
