@@ -549,8 +549,10 @@ def sweep_series(records: list) -> list:
     would compare a K run on one seed against full on five. A configuration run at one K is
     left out where another was run at several: a point is no sweep, and files kept for one K
     (LoRA and bottleneck beside a fine-tuning sweep) would crowd the figure."""
-    rows = summarize(records)
-    gaps = paired_gaps(records)
+    return _sweep_series(summarize(records), paired_gaps(records))
+
+
+def _sweep_series(rows: list, gaps: list) -> list:
     series = []
     for name in sorted({r["config"] for r in rows if r["config"].startswith(_SWEPT)}):
         full = next((r for r in rows if r["config"] == _counterpart(name)), None)
@@ -565,7 +567,7 @@ def sweep_series(records: list) -> list:
     return swept or series
 
 
-def _refuse_unplottable(records: list) -> None:
+def _refuse_unplottable(records: list, rows: list) -> None:
     """One clear line where the runs would not make one figure: none of a recycled or frozen
     configuration, two models or train subsets (their curves would read as one), or one
     configuration at two recipes."""
@@ -580,7 +582,7 @@ def _refuse_unplottable(records: list) -> None:
             raise RuntimeConfigError(f"--plot: these runs hold {len(seen)} {what} "
                                      f"({', '.join(seen)}); plot one at a time")
     recipes = {}
-    for r in summarize(records):
+    for r in rows:
         recipes.setdefault(r["config"], set()).add((r.get("lr"), r.get("variant")))
     mixed = sorted(name for name, seen in recipes.items() if len(seen) > 1)
     if mixed:
@@ -598,7 +600,8 @@ def plot_sweep(records: list, path: str, speedups: dict | None = None) -> None:
     configuration's full / recycled s per epoch. Below: the gap to full paired seed by seed,
     with its 95% interval where two or more seeds were shared, against the -1 line."""
     records = [r for r in records if r["config"].startswith(_SWEPT + ("full-",))]
-    _refuse_unplottable(records)
+    rows = summarize(records)
+    _refuse_unplottable(records, rows)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -607,7 +610,7 @@ def plot_sweep(records: list, path: str, speedups: dict | None = None) -> None:
     fig, (ax, gap_ax) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True,
                                      gridspec_kw={"height_ratios": (3, 2)})
     speed_ax = ax.twinx()
-    series = sweep_series(records)
+    series = _sweep_series(rows, paired_gaps(records))
     for s in series:
         color = _draw_scores(ax, speed_ax, s, own_speedups=speedups is None)
         if s["gaps"]:
@@ -654,8 +657,8 @@ def _draw_scores(ax, speed_ax, s: dict, own_speedups: bool) -> str:
     ax.axhline(full["mean"], color=line.get_color(), lw=0.8, ls=":",
                label=f"{full['config']} (score, n={full['n']})")
     sp = [(p["layer"], full["seconds_per_epoch"] / p["seconds_per_epoch"])
-          for p in pts if full["seconds_per_epoch"] and p["seconds_per_epoch"]]
-    if own_speedups and sp:
+          for p in pts if own_speedups and full["seconds_per_epoch"] and p["seconds_per_epoch"]]
+    if sp:
         speed_ax.plot([k for k, _ in sp], [x for _, x in sp], "s--", alpha=0.6,
                       label=f"{s['config']} (speedup, s/epoch of these runs)")
     return line.get_color()

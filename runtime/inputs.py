@@ -21,7 +21,7 @@ def open_cache(path: str, *, model: str | None = None, layer: int | None = None)
     model's / layer's cache."""
     import cache_format
 
-    writer = cache_format.active_writer(path) if os.path.isdir(path) else None
+    writer = cache_format.active_writer(path)  # None where there is no folder to probe
     if writer is not None:
         raise RuntimeConfigError(f"cache {path!r} is still being written ({writer}); wait for "
                                  "the build to finish: a run now would read only the records "
