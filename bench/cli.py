@@ -36,6 +36,26 @@ def at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def layer_list(text: str) -> tuple[int, ...] | str:
+    """An argparse type: "all", or K and ranges of K, comma-separated ("3,6,9", "1-5,8"),
+    each at least 1, as a sorted tuple; the model's own bound is checked once it is known."""
+    if text.strip() == "all":
+        return "all"
+    layers = set()
+    for part in (p.strip() for p in text.split(",")):
+        low, _, high = part.partition("-")
+        try:
+            ks = range(int(low), int(high or low) + 1)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not K or a range K-K") from None
+        if not ks:
+            raise argparse.ArgumentTypeError(f"{part!r}: a range runs low-high")
+        if ks[0] < 1:
+            raise argparse.ArgumentTypeError(f"{part!r}: K must be at least 1")
+        layers.update(ks)
+    return tuple(sorted(layers))
+
+
 def output_file_problem(flag: str, path: str) -> str | None:
     """What is wrong with writing a file at `path` (given as `flag`), or None."""
     parent = os.path.dirname(os.path.abspath(path))

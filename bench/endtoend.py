@@ -4,10 +4,11 @@ same batches in one process, the one-time cache build counted.
 What is measured, on the default model and real BBC News articles:
 - the cache build (ONNX export + onnxruntime over the articles), and lower-stack throughput of
   onnxruntime against PyTorch eager on the same batches;
-- per K in {N/4, N/2, 3N/4}: one training and one inference pass over the same batches for
-  `full` (all N layers from token ids, adapters on all N), `frozen` (all N from token ids, only
-  layers >= K train) and `recycled` (layers >= K from the int8 cache, prefetching), each split
-  into cache wait, host-to-device copy, forward, backward and optimizer;
+- per K in {N/4, N/2, 3N/4} (or those of `ReportConfig.layers`, N/2 always among them): one
+  training and one inference pass over the same batches for `full` (all N layers from token
+  ids, adapters on all N), `frozen` (all N from token ids, only layers >= K train) and
+  `recycled` (layers >= K from the int8 cache, prefetching), each split into cache wait,
+  host-to-device copy, forward, backward and optimizer;
 - the prefetcher on and off; bytes per real token per dtype and codec; break-even epochs.
 """
 from __future__ import annotations
@@ -47,6 +48,7 @@ class ReportConfig:
     accuracy: bool = True  # also train full and recycled to compare test accuracy
     accuracy_docs: int | None = None  # None: 400 articles with --quick, else all 2,225
     accuracy_epochs: int | None = None  # None: 1 with --quick, else 3
+    layers: tuple[int, ...] | str | None = None  # K timed; "all": 1..N-1; None: N/4, N/2, 3N/4
 
     @property
     def num_docs(self) -> int:
@@ -64,6 +66,24 @@ def layers_to_sweep(num_layers: int) -> list[int]:
     round(N/2) and N//2 differ, and the report needs its main K in the sweep."""
     ks = [max(1, min(num_layers - 1, round(num_layers * f))) for f in (0.25, 0.75)]
     return sorted(set(ks) | {main_layer(num_layers)})
+
+
+def layers_to_time(layers: tuple[int, ...] | str | None, num_layers: int) -> list[int]:
+    """The K a report times: `layers_to_sweep`'s three where None, every K = 1 .. N-1 for
+    "all" (a K sweep's speedup axis at every point), else the K given; `main_layer` always,
+    as the headline figures are its. A K the model has no room for is refused before any
+    work: K = N would leave nothing above the cache to train."""
+    from bench.cli import BenchArgumentError
+
+    if layers is None:
+        return layers_to_sweep(num_layers)
+    if layers == "all":
+        layers = tuple(range(1, num_layers))
+    beyond = [k for k in layers if not 1 <= k < num_layers]
+    if beyond:
+        raise BenchArgumentError(f"--layers {beyond[0]}: K must be 1 .. {num_layers - 1} for a "
+                                 f"{num_layers}-layer model")
+    return sorted(set(layers) | {main_layer(num_layers)})
 
 
 def sample_articles(n: int, seed: int) -> list:
@@ -179,6 +199,7 @@ def run(config: ReportConfig, log=print) -> dict:
     model_path = resolve_model(config.model) if config.model else default_model_path()
     n_layers = num_layers(model_path)
     main_k = main_layer(n_layers)
+    timed = layers_to_time(config.layers, n_layers)
     shape = LayerShape.from_config(_model_config(model_path))
     gemms = []  # measured next to each timed phase: the best is the machine's limit
     records = sample_articles(config.num_docs, config.seed)
@@ -189,7 +210,7 @@ def run(config: ReportConfig, log=print) -> dict:
         corpus = work / "corpus.jsonl"
         write_corpus(records, corpus)
         per_k, builds = {}, {}
-        for k in layers_to_sweep(n_layers):
+        for k in timed:
             out = _cache_dir(work, k)
             log(f"K={k}: building the int8 cache of {len(records)} articles in {out}")
             builds[k] = build_timed(config, model_path, corpus, k, out)
@@ -198,7 +219,7 @@ def run(config: ReportConfig, log=print) -> dict:
             log(f"K={k}: timing full / frozen / recycled on {len(batches)} batches")
             per_k[k] = time_modes(config, model_path, reader, labels, k, batches)
             gemms.append(measure_gemm_gflops(shape, config.threads))
-        # main_k is in the sweep (layers_to_sweep), so its cache is built; measured after the
+        # main_k is among the K timed (layers_to_time), so its cache is built; measured after the
         # loop so no result depends on the loop having met it.
         log(f"K={main_k}: lower-stack throughput and bytes per token")
         out = _cache_dir(work, main_k)

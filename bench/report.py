@@ -8,7 +8,7 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
-    from bench.cli import at_least
+    from bench.cli import at_least, layer_list
     from cache_format.cli_errors import OneLineParser
 
     p = OneLineParser(
@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="articles for the accuracy comparison (default 400 with --quick, else all)")
     p.add_argument("--accuracy-epochs", type=at_least(1), default=None,
                    help="epochs for the accuracy comparison (default 1 with --quick, else 3)")
+    p.add_argument("--layers", type=layer_list, default=None, metavar="K,K|all",
+                   help="the K to time, e.g. 2,3,4 or 1-5, or all (1 .. N-1: a fidelity K "
+                        "sweep's speedup at every K); N/2 always (default N/4, N/2, 3N/4)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw the step times and speedups")
     return p
@@ -67,7 +70,7 @@ def _run(args) -> int:
     config = ReportConfig(quick=args.quick, docs=args.docs, model=args.model,
                           adapter=args.adapter, work_dir=args.work_dir, threads=args.threads,
                           accuracy=not args.no_accuracy, accuracy_docs=args.accuracy_docs,
-                          accuracy_epochs=args.accuracy_epochs)
+                          accuracy_epochs=args.accuracy_epochs, layers=args.layers)
     report = run(config, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_table(report))
     if args.json:

@@ -3,7 +3,7 @@
 import pytest
 
 from bench import precision, report, roofline, scale
-from bench.cli import at_least, output_file_problem, output_folder_problem
+from bench.cli import at_least, layer_list, output_file_problem, output_folder_problem
 
 
 def test_at_least_parses_integers_from_its_bound():
@@ -14,6 +14,19 @@ def test_at_least_parses_integers_from_its_bound():
                           ("1.5", "invalid int value: '1.5'")]:
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             at_least(1)(text)
+
+
+def test_layer_list_parses_k_ranges_and_all():
+    import argparse
+
+    assert layer_list("3,6,9") == (3, 6, 9)
+    assert layer_list("1-3, 8,2") == (1, 2, 3, 8)  # sorted, each K once
+    assert layer_list("5") == (5,) and layer_list("all") == "all"
+    for text, message in [("0", "'0': K must be at least 1"), ("3-1", "'3-1': a range runs "
+                          "low-high"), ("x", "'x' is not K or a range K-K"),
+                          ("2,", "'' is not K"), ("-1", "'-1' is not K")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            layer_list(text)
 
 
 def test_output_file_problem_names_the_flag_and_what_is_wrong(tmp_path):
@@ -66,6 +79,8 @@ def test_unwritable_paths_are_named(tmp_path, monkeypatch):
                                "least 20, got 19 (see --help)"),
     (report, ["--accuracy-docs", "1"], "python -m bench.report: error: argument --accuracy-docs: "
                                        "must be at least 20, got 1 (see --help)"),
+    (report, ["--layers", "0,3"], "python -m bench.report: error: argument --layers: '0': K must "
+                                  "be at least 1 (see --help)"),
     (report, ["--accuracy-epochs", "0"], "python -m bench.report: error: argument "
                                          "--accuracy-epochs: must be at least 1, got 0 (see "
                                          "--help)"),
@@ -75,6 +90,14 @@ def test_a_bad_number_is_a_usage_line(command, argv, message, capsys):
         command.main(argv)
     assert exited.value.code == 2
     assert capsys.readouterr().err == message + "\n"
+
+
+def test_report_refuses_a_k_the_model_lacks_before_any_build(capsys, monkeypatch):
+    import bench.endtoend
+
+    monkeypatch.setattr(bench.endtoend, "build_timed", lambda *a, **k: pytest.fail("built"))
+    assert report.main(["--layers", "2,6", "--no-accuracy"]) == 2
+    assert capsys.readouterr().err == "error: --layers 6: K must be 1 .. 5 for a 6-layer model\n"
 
 
 def test_precision_at_layer_0_is_refused_not_measured(capsys):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.endtoend import layers_to_sweep, main_layer
+from bench.endtoend import layers_to_sweep, layers_to_time, main_layer
 from bench.sizes import bytes_per_token
 from bench.steps import PHASES, time_interleaved
 
@@ -22,6 +22,21 @@ def test_main_layer_is_always_swept():
     # separately rounded N/2 (round(3.5) = 4) missed N // 2 and the report crashed.
     for n in range(2, 49):
         assert main_layer(n) in layers_to_sweep(n), n
+
+
+def test_layers_to_time_adds_the_headline_k_and_covers_all():
+    assert layers_to_time(None, 12) == [3, 6, 9]
+    assert layers_to_time("all", 12) == list(range(1, 12))
+    assert layers_to_time((1, 2), 6) == [1, 2, 3]  # N/2: the report's headline figures
+    assert layers_to_time((3,), 6) == [3]
+
+
+def test_layers_to_time_refuses_k_without_layers_above():
+    from bench.cli import BenchArgumentError
+
+    for bad in [(12,), (3, 13)]:
+        with pytest.raises(BenchArgumentError, match=f"--layers {bad[-1]}: K must be 1 .. 11"):
+            layers_to_time(bad, 12)
 
 
 class _Tiny(torch.nn.Module):
