@@ -36,8 +36,9 @@ import time
 
 from bench.fidelity_summary import (cache_dtype, cache_shares, format_largest_k,
                                     format_paired_gaps, format_table, largest_k_within,
-                                    paired_gaps, plot_sweep, read_runs, reads_stored_states,
-                                    report_speedups, summarize)
+                                    paired_gaps, plot_sweep, plotted_task, read_runs,
+                                    reads_stored_states, report_speedups, select_runs,
+                                    summarize)
 
 MODES = ("full", "frozen", "recycled")
 ADAPTERS = ("finetune", "lora", "bottleneck")
@@ -459,10 +460,13 @@ def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m bench.fidelity", description=__doc__.split("\n")[0],
                       formatter_class=DefaultsHelpFormatter)
     p.add_argument("--model", help="all-MiniLM-L6-v2 (default), all-mpnet-base-v2, or a folder")
-    p.add_argument("--task", choices=["bbc-news", "wnut16"], default="wnut16")
+    p.add_argument("--task", choices=["bbc-news", "wnut16"],
+                   help="the task to train (default wnut16); with --summary, the only task "
+                        "shown (default every task in the files)")
     p.add_argument("--layer", type=int, help="K (default N // 2)")
-    p.add_argument("--configs", default="full-finetune,recycled-finetune,full-lora,recycled-lora",
-                   help=f"comma-separated, of {', '.join(CONFIGS)}")
+    p.add_argument("--configs", help=f"comma-separated, of {', '.join(CONFIGS)} (default: "
+                   f"{','.join(FidelityConfig.configs)}); with --summary, the only ones shown, "
+                   "beside the full and frozen runs they pair with (default every one)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--max-length", type=int, help="tokens per record (default: the task's)")
     p.add_argument("--max-train-examples", type=int, help="seeded train subset per seed")
@@ -512,11 +516,13 @@ def _run(args) -> int:
     from bench.cli import output_file_problem
     from runtime.errors import RuntimeConfigError
 
-    configs = tuple(c for c in args.configs.split(",") if c)
+    named = args.configs is not None
+    configs = tuple(c for c in args.configs.split(",") if c) if named else FidelityConfig.configs
     bad = [c for c in configs if c not in CONFIGS]
     if bad:
         raise RuntimeConfigError(f"unknown config {bad[0]!r}; expected of {', '.join(CONFIGS)}")
-    config = FidelityConfig(model=args.model, task=args.task, layer=args.layer, configs=configs,
+    config = FidelityConfig(model=args.model, task=args.task or FidelityConfig.task,
+                            layer=args.layer, configs=configs,
                             seeds=tuple(args.seeds), max_length=args.max_length,
                             max_train_examples=args.max_train_examples, epochs=args.epochs,
                             overrides=tuple(args.overrides), device=args.device,
@@ -532,6 +538,8 @@ def _run(args) -> int:
         if configs:
             sweep(config) if args.sweep else compare(config)
     records = read_runs(args.summary or [config.out])
+    if args.summary is not None:
+        records = select_runs(records, task=args.task, configs=configs if named else ())
     rows = summarize(records)
     print(format_table(rows))
     paired = paired_gaps(records, by_dev=args.pick_by_dev)
@@ -547,7 +555,8 @@ def _run(args) -> int:
         print(format_paired_gaps(shares))
     if args.plot:
         speedups = report_speedups(args.speedups) if args.speedups else None
-        plot_sweep([r for r in records if r["task"] == config.task], args.plot, speedups)
+        task = config.task if args.summary is None else plotted_task(records, args.task)
+        plot_sweep([r for r in records if r["task"] == task], args.plot, speedups)
     return 0
 
 

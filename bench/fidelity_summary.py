@@ -679,6 +679,39 @@ def _draw_gaps(ax, s: dict, color: str) -> None:
                     textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
 
 
+def select_runs(records: list, task: str | None = None, configs: tuple = ()) -> list:
+    """The runs a --summary shows: those of `task` where one is named, and where `configs` are
+    named, those configurations with the full and frozen runs they pair with (a recycled row
+    without its full run would print no gap). None left is one clear line, never an empty
+    table that reads as "no runs were made"."""
+    from runtime.errors import RuntimeConfigError
+
+    if task:
+        records = [r for r in records if r["task"] == task]
+    if configs:
+        wanted = set(configs) | {_counterpart(c, m) for c in configs for m in ("full", "frozen")}
+        records = [r for r in records if r["config"] in wanted]
+    if not records:
+        named = " and ".join(filter(None, (task and f"--task {task}",
+                                           configs and f"--configs {','.join(configs)}")))
+        raise RuntimeConfigError(f"no runs of {named or 'any kind'} in these files")
+    return records
+
+
+def plotted_task(records: list, task: str | None) -> str:
+    """The task a --summary's plot draws: the one named, else the files' only one; files of two
+    tasks are one line asking for --task, not a figure of whichever came first."""
+    from runtime.errors import RuntimeConfigError
+
+    if task:
+        return task
+    tasks = sorted({r["task"] for r in records})
+    if len(tasks) > 1:
+        raise RuntimeConfigError(f"--plot: these runs hold {len(tasks)} tasks "
+                                 f"({', '.join(tasks)}); name one with --task")
+    return tasks[0]
+
+
 def read_runs(paths: list) -> list:
     """The run records of JSON-lines files, in order; a line that is not a run record is one
     clear error naming its file and line, never a table over part of the runs."""

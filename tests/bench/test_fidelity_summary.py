@@ -88,9 +88,59 @@ def test_a_sweep_plot_of_another_task_is_one_line(tmp_path, capsys):
     plot = tmp_path / "sweep.png"
     args = ["--summary", str(runs), "--task", "bbc-news", "--plot", str(plot)]
     assert fidelity.main(args) == 2
+    assert capsys.readouterr().err == "error: no runs of --task bbc-news in these files\n"
+    assert not plot.exists()
+    # runs of the task, but only full ones: nothing the sweep moves
+    runs.write_text(json.dumps(_record("full-lora", 0, 0.3)) + "\n", encoding="utf-8")
+    assert fidelity.main(["--summary", str(runs), "--plot", str(plot)]) == 2
     assert capsys.readouterr().err == ("error: --plot: no recycled or frozen runs of this task "
                                        "in these files (--task names the task to draw)\n")
     assert not plot.exists()
+
+
+def _two_tasks(tmp_path):
+    runs = tmp_path / "runs.jsonl"
+    lines = [_record(c, s, v) for c, s, v in (("recycled-lora", 0, 0.40), ("full-lora", 0, 0.41),
+                                                ("recycled-finetune", 0, 0.42),
+                                                ("full-finetune", 0, 0.44),
+                                                ("frozen-finetune", 0, 0.43))]
+    lines.append(dict(_record("recycled-lora", 0, 0.9), task="bbc-news",
+                      metrics={"accuracy": 0.9}))
+    runs.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    return runs
+
+
+def test_a_summary_shows_the_configs_named_with_what_they_pair_with(tmp_path, capsys):
+    runs = _two_tasks(tmp_path)
+    assert fidelity.main(["--summary", str(runs), "--configs", "recycled-finetune"]) == 0
+    out = capsys.readouterr().out
+    assert "recycled-finetune - full-finetune on seeds [0]: -2.00" in out
+    assert "recycled-finetune - frozen-finetune" in out  # the cache's share: its frozen pair
+    assert "lora" not in out and "bbc-news" not in out
+    # --configs "" names none: every run, as before (the documented way to train nothing)
+    assert fidelity.main(["--summary", "--configs", "", "--out", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "recycled-lora - full-lora" in out and "bbc-news" in out
+    assert fidelity.main(["--summary", str(runs), "--configs", "recycled-bottleneck"]) == 2
+    assert capsys.readouterr().err == ("error: no runs of --configs recycled-bottleneck in these "
+                                       "files\n")
+
+
+def test_a_summary_plot_draws_the_files_only_task_or_asks_for_one(tmp_path, capsys):
+    runs, plot = _two_tasks(tmp_path), tmp_path / "sweep.png"
+    assert fidelity.main(["--summary", str(runs), "--plot", str(plot)]) == 2
+    assert capsys.readouterr().err == ("error: --plot: these runs hold 2 tasks (bbc-news, "
+                                       "wnut16); name one with --task\n")
+    assert not plot.exists()
+    assert fidelity.main(["--summary", str(runs), "--task", "wnut16", "--plot", str(plot)]) == 0
+    assert plot.exists()
+    capsys.readouterr()
+    bbc = tmp_path / "bbc.jsonl"
+    bbc.write_text("".join(line for line in runs.read_text().splitlines(True)
+                           if "bbc-news" in line), encoding="utf-8")
+    plot.unlink()
+    assert fidelity.main(["--summary", str(bbc), "--plot", str(plot)]) == 0  # no --task needed
+    assert plot.exists()
 
 
 def test_largest_k_within_one_point_of_full_is_judged_on_shared_seeds():
