@@ -100,10 +100,9 @@ def test_a_sweep_plot_of_another_task_is_one_line(tmp_path, capsys):
 
 def _two_tasks(tmp_path):
     runs = tmp_path / "runs.jsonl"
-    lines = [_record(c, s, v) for c, s, v in (("recycled-lora", 0, 0.40), ("full-lora", 0, 0.41),
-                                                ("recycled-finetune", 0, 0.42),
-                                                ("full-finetune", 0, 0.44),
-                                                ("frozen-finetune", 0, 0.43))]
+    scores = (("recycled-lora", 0.40), ("full-lora", 0.41), ("recycled-finetune", 0.42),
+              ("full-finetune", 0.44), ("frozen-finetune", 0.43))
+    lines = [_record(config, 0, score) for config, score in scores]
     lines.append(dict(_record("recycled-lora", 0, 0.9), task="bbc-news",
                       metrics={"accuracy": 0.9}))
     runs.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
