@@ -22,7 +22,20 @@ def documented_summaries(text: str) -> list:
     commands = [c.split() for c in re.findall(r"`python -m bench\.fidelity([^`]*)`", text)]
     return [args for args in commands
             if "--summary" in args and any(a.endswith(".jsonl") for a in args)
-            and all(a.endswith(".jsonl") or a in ("--summary", "--pick-by-dev") for a in args)]
+            and all(a.endswith(".jsonl") or a in ("--summary", "--pick-by-dev")
+                    for a in _without_narrowing(args))]
+
+
+def _without_narrowing(args: list) -> list:
+    """`args` less `--configs X` and `--task X`: a summary narrowed to some runs still only
+    reads kept files (a --plot one writes a figure, and is not run here)."""
+    kept, given = [], iter(args)
+    for a in given:
+        if a in ("--configs", "--task"):
+            next(given, None)  # its value
+        else:
+            kept.append(a)
+    return kept
 
 
 COMMANDS = [(doc, i) for doc in DOCS
