@@ -36,9 +36,8 @@ import time
 
 from bench.fidelity_summary import (cache_dtype, cache_shares, format_largest_k,
                                     format_paired_gaps, format_table, largest_k_within,
-                                    paired_gaps, plot_sweep, plotted_task, read_runs,
-                                    reads_stored_states, report_speedups, select_runs,
-                                    summarize)
+                                    paired_gaps, plot_sweep, read_runs, reads_stored_states,
+                                    report_speedups, select_runs, summarize)
 
 MODES = ("full", "frozen", "recycled")
 ADAPTERS = ("finetune", "lora", "bottleneck")
@@ -555,8 +554,11 @@ def _run(args) -> int:
         print(format_paired_gaps(shares))
     if args.plot:
         speedups = report_speedups(args.speedups) if args.speedups else None
-        task = config.task if args.summary is None else plotted_task(records, args.task)
-        plot_sweep([r for r in records if r["task"] == task], args.plot, speedups)
+        # a --summary's runs are already those of --task where one was named; runs just trained
+        # share --out with any others
+        shown = records if args.summary is not None else [
+            r for r in records if r["task"] == config.task]
+        plot_sweep(shown, args.plot, speedups)
     return 0
 
 

@@ -569,18 +569,20 @@ def _sweep_series(rows: list, gaps: list) -> list:
 
 def _refuse_unplottable(records: list, rows: list) -> None:
     """One clear line where the runs would not make one figure: none of a recycled or frozen
-    configuration, two models or train subsets (their curves would read as one), or one
+    configuration, two tasks, models or train subsets (their curves would read as one), or one
     configuration at two recipes."""
     from runtime.errors import RuntimeConfigError
 
     if not any(r["config"].startswith(_SWEPT) for r in records):
         raise RuntimeConfigError("--plot: no recycled or frozen runs of this task in these files "
                                  "(--task names the task to draw)")
-    for field, what in (("model", "models"), ("max_train_examples", "train subsets")):
+    for field, what, fix in (("task", "tasks", "name one with --task"),
+                             ("model", "models", "plot one at a time"),
+                             ("max_train_examples", "train subsets", "plot one at a time")):
         seen = sorted({str(r.get(field)) for r in records})
         if len(seen) > 1:
             raise RuntimeConfigError(f"--plot: these runs hold {len(seen)} {what} "
-                                     f"({', '.join(seen)}); plot one at a time")
+                                     f"({', '.join(seen)}); {fix}")
     recipes = {}
     for r in rows:
         recipes.setdefault(r["config"], set()).add((r.get("lr"), r.get("variant")))
@@ -696,20 +698,6 @@ def select_runs(records: list, task: str | None = None, configs: tuple = ()) -> 
                                            configs and f"--configs {','.join(configs)}")))
         raise RuntimeConfigError(f"no runs of {named or 'any kind'} in these files")
     return records
-
-
-def plotted_task(records: list, task: str | None) -> str:
-    """The task a --summary's plot draws: the one named, else the files' only one; files of two
-    tasks are one line asking for --task, not a figure of whichever came first."""
-    from runtime.errors import RuntimeConfigError
-
-    if task:
-        return task
-    tasks = sorted({r["task"] for r in records})
-    if len(tasks) > 1:
-        raise RuntimeConfigError(f"--plot: these runs hold {len(tasks)} tasks "
-                                 f"({', '.join(tasks)}); name one with --task")
-    return tasks[0]
 
 
 def read_runs(paths: list) -> list:
