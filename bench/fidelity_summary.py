@@ -525,14 +525,12 @@ def report_speedups(path: str) -> dict:
     """{K: training speedup} from a bench.report JSON: full over recycled time per example at
     each K it timed, the two modes interleaved step by step in one run (a fair ratio, unlike
     the seconds per epoch of fidelity runs that ran under whatever else the machine did)."""
+    from bench.table import speedups_by_layer
     from runtime.errors import RuntimeConfigError
 
     try:
         with open(path, encoding="utf-8") as f:
-            steps = json.load(f)["steps"]
-        return {int(k): (modes["full"]["train"]["per_example"]["total"]
-                         / modes["recycled"]["train"]["per_example"]["total"])
-                for k, modes in steps.items()}
+            return speedups_by_layer(json.load(f)["steps"], "train")
     except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as e:
         raise RuntimeConfigError(f"--speedups {path}: not a bench.report JSON with per-K training "
                                  f"steps ({type(e).__name__}: {e})") from None

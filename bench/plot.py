@@ -3,6 +3,8 @@ recycled at each K, the speedup against K, and (when the report has it) the wall
 training T task models over one corpus, full against recycled with the build paid once."""
 from __future__ import annotations
 
+from bench.table import speedups_by_layer
+
 
 def draw(report: dict, path) -> None:
     """Write a two-panel PNG to `path` from a bench.report dict."""
@@ -35,10 +37,8 @@ def draw(report: dict, path) -> None:
     left.set_title("Training step per example (F full, Z frozen, R recycled)")
     left.legend(fontsize=8)
     for phase, style in (("train", "o-"), ("infer", "s--")):
-        speedups = [report["steps"][str(k)]["full"][phase]["per_example"]["total"]
-                    / report["steps"][str(k)]["recycled"][phase]["per_example"]["total"]
-                    for k in ks]
-        right.plot(ks, speedups, style, label=f"{phase}: full / recycled")
+        speedups = speedups_by_layer(report["steps"], phase)
+        right.plot(ks, [speedups[k] for k in ks], style, label=f"{phase}: full / recycled")
     right.axhline(1.0, color="grey", lw=0.8)
     right.set_xticks(ks)
     right.set_xlabel(f"K (layers cached, of {report['num_layers']})")

@@ -1,8 +1,17 @@
-"""The report as a plain-text table."""
+"""The report as a plain-text table, and the per-K speedups that the table, the report's figure
+and the fidelity sweep's figure all read from it."""
 from __future__ import annotations
 
 # Illustrative GPU rate for the bandwidth estimate; labelled as an estimate wherever printed.
 GPU_TOKENS_PER_S_ESTIMATE = 200_000
+
+
+def speedups_by_layer(steps: dict, phase: str = "train") -> dict:
+    """{K: full / recycled time per example} for `phase` ("train" or "infer") at each K a
+    report's `steps` timed; both modes ran interleaved step by step, so the ratio is fair."""
+    return {int(k): (modes["full"][phase]["per_example"]["total"]
+                     / modes["recycled"][phase]["per_example"]["total"])
+            for k, modes in steps.items()}
 
 
 def format_table(r: dict) -> str:
@@ -45,7 +54,7 @@ def format_table(r: dict) -> str:
         f"  a GPU at {GPU_TOKENS_PER_S_ESTIMATE:,} tokens/s would need "
         f"{GPU_TOKENS_PER_S_ESTIMATE * b / 1e6:.0f} MB/s (estimate, not measured)",
     ]
-    lines += _roofline_lines(r) + _many_models_lines(r)
+    lines += _per_layer_lines(r) + _roofline_lines(r) + _many_models_lines(r)
     if r.get("accuracy"):
         d = r.get("accuracy_details", {})
         lines += ["", f"accuracy, test split ({d.get('articles')} articles, {d.get('epochs')} "
@@ -54,6 +63,23 @@ def format_table(r: dict) -> str:
         for task, acc in r["accuracy"].items():
             lines.append(f"  {task:20s} {acc['full']:.4f}  {acc['recycled']:.4f}")
     return "\n".join(lines)
+
+
+def _per_layer_lines(r: dict) -> list:
+    """One line per K timed, so a sweep (--layers) reads without opening the JSON."""
+    steps = r["steps"]
+    if len(steps) < 2:
+        return []
+    train, infer = speedups_by_layer(steps, "train"), speedups_by_layer(steps, "infer")
+    lines = ["", "each K timed (training ms per example; speedup = full / recycled)",
+             f"  {'K':>3s} {'full':>9s} {'recycled':>9s} {'train':>7s} {'infer':>7s}"]
+    for k in sorted(train):
+        pe = {m: steps[str(k)][m]["train"]["per_example"]["total"] * 1e3
+              for m in ("full", "recycled")}
+        mark = "  (the K above)" if k == r["layer"] else ""
+        lines.append(f"  {k:3d} {pe['full']:9.1f} {pe['recycled']:9.1f} "
+                     f"{train[k]:6.2f}x {infer[k]:6.2f}x{mark}")
+    return lines
 
 
 def _roofline_lines(r: dict) -> list:
@@ -79,4 +105,5 @@ def _many_models_lines(r: dict) -> list:
     d = r.get("many_models_details", {})
     head = (f"T task models over one corpus, {d.get('epochs_per_task', '?')} epochs each, "
             f"build counted once: full / recycled")
-    return ["", head, "  " + "   ".join(f"T={t}: {s:.2f}x" for t, s in many.items())]
+    counts = sorted(many, key=int)  # JSON's sorted string keys put "20" before "5"
+    return ["", head, "  " + "   ".join(f"T={t}: {many[t]:.2f}x" for t in counts)]

@@ -131,6 +131,43 @@ def test_table_and_plot(tmp_path):
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _timed(modes: dict, full_ms: float, recycled_ms: float) -> dict:
+    """`modes` (one K of a report's `steps`) with full and recycled taking these total ms per
+    example in training, and half that in inference."""
+    out = json.loads(json.dumps(modes))
+    for mode, ms in (("full", full_ms), ("recycled", recycled_ms)):
+        out[mode]["train"]["per_example"]["total"] = ms / 1e3
+        out[mode]["infer"]["per_example"]["total"] = ms / 2e3
+    return out
+
+
+def test_table_lists_every_k_timed_in_order_after_a_json_round_trip():
+    from bench.table import format_table, speedups_by_layer
+
+    report = _fake_report()
+    timed = {2: (300.0, 200.0), 3: (300.0, 150.0), 10: (300.0, 20.0)}
+    report["steps"] = {str(k): _timed(report["steps"]["3"], *ms) for k, ms in timed.items()}
+    report = json.loads(json.dumps(report, sort_keys=True))  # as --json writes it: "10" < "2"
+    # ms / 1e3 rounds each side once and the ratio once: at most 3 half-ulps relative
+    exact = pytest.approx({2: 1.5, 3: 2.0, 10: 15.0}, rel=3 * 2.0 ** -53, abs=0)
+    assert speedups_by_layer(report["steps"], "train") == exact
+    lines = format_table(report).splitlines()
+    start = lines.index("each K timed (training ms per example; speedup = full / recycled)")
+    assert [line.split() for line in lines[start + 2:start + 5]] == [
+        ["2", "300.0", "200.0", "1.50x", "1.50x"],
+        ["3", "300.0", "150.0", "2.00x", "2.00x", "(the", "K", "above)"],
+        ["10", "300.0", "20.0", "15.00x", "15.00x"]]
+    assert "  T=1: 1.50x   T=5: 1.90x   T=20: 1.98x" in lines  # not "20" before "5"
+
+
+def test_table_has_no_per_k_section_for_one_k():
+    from bench.table import format_table
+
+    report = _fake_report()
+    report["steps"] = {"3": report["steps"]["3"]}
+    assert "each K timed" not in format_table(report)
+
+
 def test_summarise_adds_roofline_and_many_models():
     from bench.endtoend import EPOCHS_PER_TASK, ReportConfig, TRAIN_ARTICLES, summarise
     from bench.roofline import LayerShape
