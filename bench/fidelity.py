@@ -462,11 +462,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=["bbc-news", "wnut16"],
                    help="the task to train (default wnut16); with --summary, the only task "
                         "shown (default every task in the files)")
-    p.add_argument("--layer", type=int, help="K (default N // 2)")
+    p.add_argument("--layer", type=int, help="K (default N // 2); with --summary, the only K "
+                   "shown, beside the full runs (pooled over K) it pairs with")
     p.add_argument("--configs", help=f"comma-separated, of {', '.join(CONFIGS)} (default: "
                    f"{','.join(FidelityConfig.configs)}); with --summary, the only ones shown, "
                    "beside the full and frozen runs they pair with (default every one)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+",
+                   help=f"the seeds to train (default {' '.join(map(str, FidelityConfig.seeds))}); "
+                        "with --summary, the only seeds shown and paired (default every one)")
     p.add_argument("--max-length", type=int, help="tokens per record (default: the task's)")
     p.add_argument("--max-train-examples", type=int, help="seeded train subset per seed")
     p.add_argument("--epochs", type=int, help="epochs (default: the recipe's)")
@@ -515,6 +518,8 @@ def _run(args) -> int:
     from bench.cli import output_file_problem
     from runtime.errors import RuntimeConfigError
 
+    if args.summary is not None:
+        _refuse_training_options(args)
     named = args.configs is not None
     configs = tuple(c for c in args.configs.split(",") if c) if named else FidelityConfig.configs
     bad = [c for c in configs if c not in CONFIGS]
@@ -522,7 +527,8 @@ def _run(args) -> int:
         raise RuntimeConfigError(f"unknown config {bad[0]!r}; expected of {', '.join(CONFIGS)}")
     config = FidelityConfig(model=args.model, task=args.task or FidelityConfig.task,
                             layer=args.layer, configs=configs,
-                            seeds=tuple(args.seeds), max_length=args.max_length,
+                            seeds=tuple(args.seeds or FidelityConfig.seeds),
+                            max_length=args.max_length,
                             max_train_examples=args.max_train_examples, epochs=args.epochs,
                             overrides=tuple(args.overrides), device=args.device,
                             cache_root=args.cache_root, cache_dtype=args.cache_dtype,
@@ -538,7 +544,8 @@ def _run(args) -> int:
             sweep(config) if args.sweep else compare(config)
     records = read_runs(args.summary or [config.out])
     if args.summary is not None:
-        records = select_runs(records, task=args.task, configs=configs if named else ())
+        records = select_runs(records, task=args.task, configs=configs if named else (),
+                              layer=args.layer, seeds=tuple(args.seeds or ()))
     rows = summarize(records)
     print(format_table(rows))
     paired = paired_gaps(records, by_dev=args.pick_by_dev)
@@ -560,6 +567,25 @@ def _run(args) -> int:
             r for r in records if r["task"] == config.task]
         plot_sweep(shown, args.plot, speedups)
     return 0
+
+
+# Options that only shape runs to train: a --summary reads runs already made, and one of these
+# beside it would be silently ignored (a user asking for `--summary ... --epochs 4` expects a
+# narrower table, and would read the whole one as that).
+_TRAINING_ONLY = {**{dest: "--" + dest.replace("_", "-") for dest in (
+    "model", "max_length", "max_train_examples", "epochs", "probe", "sweep", "device",
+    "cache_root", "cache_dtype", "work", "resume")}, "overrides": "--set"}
+
+
+def _refuse_training_options(args) -> None:
+    from runtime.errors import RuntimeConfigError
+
+    defaults = parser()
+    for dest, flag in _TRAINING_ONLY.items():
+        if getattr(args, dest) != defaults.get_default(dest):
+            raise RuntimeConfigError(f"{flag} shapes runs to train and does nothing with "
+                                     "--summary, which narrows by --task, --configs, --layer "
+                                     "and --seeds only")
 
 
 if __name__ == "__main__":

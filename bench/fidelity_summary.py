@@ -680,11 +680,14 @@ def _draw_gaps(ax, s: dict, color: str) -> None:
                     textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
 
 
-def select_runs(records: list, task: str | None = None, configs: tuple = ()) -> list:
-    """The runs a --summary shows: those of `task` where one is named, and where `configs` are
+def select_runs(records: list, task: str | None = None, configs: tuple = (),
+                layer: int | None = None, seeds: tuple = ()) -> list:
+    """The runs a --summary shows: those of `task` where one is named; where `configs` are
     named, those configurations with the full and frozen runs they pair with (a recycled row
-    without its full run would print no gap). None left is one clear line, never an empty
-    table that reads as "no runs were made"."""
+    without its full run would print no gap); at `layer`, with the full runs of any K (they
+    pool over K); of `seeds`, on every side, so that gaps pair over those seeds alone. None
+    left (or only full runs of other K) is one clear line, never an empty table that reads as
+    "no runs were made"."""
     from runtime.errors import RuntimeConfigError
 
     if task:
@@ -692,9 +695,15 @@ def select_runs(records: list, task: str | None = None, configs: tuple = ()) -> 
     if configs:
         wanted = set(configs) | {_counterpart(c, m) for c in configs for m in ("full", "frozen")}
         records = [r for r in records if r["config"] in wanted]
-    if not records:
-        named = " and ".join(filter(None, (task and f"--task {task}",
-                                           configs and f"--configs {','.join(configs)}")))
+    if layer is not None:
+        records = [r for r in records if r["layer"] == layer or r["config"].startswith("full-")]
+    if seeds:
+        records = [r for r in records if r["seed"] in seeds]
+    if not records or (layer is not None and all(r["layer"] != layer for r in records)):
+        named = " and ".join(filter(None, (
+            task and f"--task {task}", configs and f"--configs {','.join(configs)}",
+            layer is not None and f"--layer {layer}",
+            seeds and f"--seeds {' '.join(map(str, seeds))}")))
         raise RuntimeConfigError(f"no runs of {named or 'any kind'} in these files")
     return records
 

@@ -125,6 +125,36 @@ def test_a_summary_shows_the_configs_named_with_what_they_pair_with(tmp_path, ca
                                        "files\n")
 
 
+def test_a_summary_pairs_over_the_seeds_and_shows_the_k_named(tmp_path, capsys):
+    runs = tmp_path / "runs.jsonl"
+    records = [_record("full-finetune", s, 0.40 + s / 100, layer=6) for s in range(5)]
+    records += [_record("recycled-finetune", s, 0.40, layer=k) for s in range(5) for k in (3, 4)]
+    runs.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    assert fidelity.main(["--summary", str(runs), "--seeds", "0", "1", "2"]) == 0
+    out = capsys.readouterr().out
+    # full's seeds 3 and 4 (+3, +4) no longer move the mean the gaps pair against
+    assert "K=3: recycled-finetune - full-finetune on seeds [0, 1, 2]: -1.00" in out
+    assert fidelity.main(["--summary", str(runs), "--layer", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "K=4:" in out and "K=3:" not in out  # full runs were made at K=6: kept, pooled
+    assert "on seeds [0, 1, 2, 3, 4]: -2.00" in out
+    assert fidelity.main(["--summary", str(runs), "--layer", "5", "--seeds", "7"]) == 2
+    assert capsys.readouterr().err == "error: no runs of --layer 5 and --seeds 7 in these files\n"
+    assert fidelity.main(["--summary", str(runs), "--layer", "5"]) == 2  # full runs alone
+    assert capsys.readouterr().err == "error: no runs of --layer 5 in these files\n"
+
+
+@pytest.mark.parametrize("option", [["--epochs", "4"], ["--set", "lr=1e-3"], ["--probe"],
+                                    ["--model", "all-mpnet-base-v2"], ["--work", "runs"],
+                                    ["--max-train-examples", "200"], ["--cache-dtype", "fp16"]])
+def test_a_summary_refuses_options_that_only_shape_training(option, tmp_path, capsys):
+    runs = _two_tasks(tmp_path)
+    assert fidelity.main(["--summary", str(runs), *option]) == 2
+    assert capsys.readouterr().err == (f"error: {option[0]} shapes runs to train and does nothing "
+                                       "with --summary, which narrows by --task, --configs, "
+                                       "--layer and --seeds only\n")
+
+
 def test_a_summary_plot_draws_the_files_only_task_or_asks_for_one(tmp_path, capsys):
     runs, plot = _two_tasks(tmp_path), tmp_path / "sweep.png"
     assert fidelity.main(["--summary", str(runs), "--plot", str(plot)]) == 2
