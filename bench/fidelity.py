@@ -518,8 +518,7 @@ def _run(args) -> int:
     from bench.cli import output_file_problem
     from runtime.errors import RuntimeConfigError
 
-    if args.summary is not None:
-        _refuse_training_options(args)
+    _refuse_options_without_effect(args)
     named = args.configs is not None
     configs = tuple(c for c in args.configs.split(",") if c) if named else FidelityConfig.configs
     bad = [c for c in configs if c not in CONFIGS]
@@ -577,10 +576,17 @@ _TRAINING_ONLY = {**{dest: "--" + dest.replace("_", "-") for dest in (
     "cache_root", "cache_dtype", "work", "resume")}, "overrides": "--set"}
 
 
-def _refuse_training_options(args) -> None:
+def _refuse_options_without_effect(args) -> None:
     from runtime.errors import RuntimeConfigError
 
     defaults = parser()
+    if args.speedups and not args.plot:
+        raise RuntimeConfigError("--speedups gives --plot its speedup axis; name --plot FILE.png")
+    if args.summary is None:
+        return
+    if args.summary and args.out != defaults.get_default("out"):
+        raise RuntimeConfigError("--out is the runs file a --summary reads only when it names "
+                                 "no files; name it among them")
     for dest, flag in _TRAINING_ONLY.items():
         if getattr(args, dest) != defaults.get_default(dest):
             raise RuntimeConfigError(f"{flag} shapes runs to train and does nothing with "

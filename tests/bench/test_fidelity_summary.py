@@ -155,6 +155,20 @@ def test_a_summary_refuses_options_that_only_shape_training(option, tmp_path, ca
                                        "--layer and --seeds only\n")
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--summary", "{runs}", "--speedups", "r.json"],
+     "--speedups gives --plot its speedup axis; name --plot FILE.png"),
+    (["--configs", "", "--out", "{runs}", "--speedups", "r.json"],
+     "--speedups gives --plot its speedup axis; name --plot FILE.png"),
+    (["--summary", "{runs}", "--out", "{runs}"],
+     "--out is the runs file a --summary reads only when it names no files; name it among them"),
+])
+def test_options_that_would_do_nothing_are_refused(argv, message, tmp_path, capsys):
+    runs = _two_tasks(tmp_path)
+    assert fidelity.main([a.format(runs=runs) for a in argv]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
 def test_a_summary_plot_draws_the_files_only_task_or_asks_for_one(tmp_path, capsys):
     runs, plot = _two_tasks(tmp_path), tmp_path / "sweep.png"
     assert fidelity.main(["--summary", str(runs), "--plot", str(plot)]) == 2
