@@ -55,6 +55,11 @@ def _check(args) -> None:
     if args.work_dir is not None and os.path.exists(args.work_dir) and not os.path.isdir(
             args.work_dir):
         raise BenchArgumentError(f"--work-dir {args.work_dir}: is a file; pass a folder")
+    for flag, value in (("--accuracy-docs", args.accuracy_docs),
+                        ("--accuracy-epochs", args.accuracy_epochs)):
+        if args.no_accuracy and value is not None:
+            raise BenchArgumentError(f"{flag} sets the accuracy comparison, which --no-accuracy "
+                                     "skips; drop one of them")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         problem = path and output_file_problem(flag, path)
         if problem:

@@ -201,6 +201,12 @@ def test_summarise_adds_roofline_and_many_models():
     (["--json", "{tmp}/no/such/r.json"], "error: --json {tmp}/no/such/r.json: {tmp}/no/such is "
                                          "not a folder this user can write to"),
     (["--plot", "{tmp}"], "error: --plot {tmp}: is a folder; pass a file name"),
+    (["--no-accuracy", "--accuracy-epochs", "3"], "error: --accuracy-epochs sets the accuracy "
+                                                  "comparison, which --no-accuracy skips; drop "
+                                                  "one of them"),
+    (["--accuracy-docs", "100", "--no-accuracy"], "error: --accuracy-docs sets the accuracy "
+                                                  "comparison, which --no-accuracy skips; drop "
+                                                  "one of them"),
 ])
 def test_report_refuses_bad_options_before_timing_anything(argv, message, tmp_path, capsys,
                                                            monkeypatch):
