@@ -38,10 +38,12 @@ def _data_options(data) -> None:
     data.add_argument("--cache", help="cache folder built by `python -m export.lower`")
     data.add_argument("--labels", help="labels file (.jsonl or .csv) joined on the example key")
     data.add_argument("--task", choices=TASK_NAMES, help="task of the labels")
-    data.add_argument("--builtin", choices=BUILTIN_TASK_NAMES, default=BUILTIN_TASK_NAMES[0],
-                      help="built-in task used when --cache is not given")
-    data.add_argument("--dtype", choices=DTYPES, default=BuildConfig.dtype,
-                      help="built-in task: dtype of the cache to build or reuse")
+    data.add_argument("--builtin", choices=BUILTIN_TASK_NAMES,
+                      help=f"built-in task used when --cache is not given (default "
+                           f"{BUILTIN_TASK_NAMES[0]})")
+    data.add_argument("--dtype", choices=DTYPES,
+                      help=f"built-in task: dtype of the cache to build or reuse (default "
+                           f"{BuildConfig.dtype})")
     data.add_argument("--id-field", default=D["id_field"],
                       help="labels column holding the cache key")
     data.add_argument("--label-field", default=D["label_field"],
@@ -145,29 +147,54 @@ def _run(args) -> int:
     from runtime.datasets import get_task, prepare_builtin
     from runtime.trainer import train
 
+    _refuse_unread_options(args)
     cache, labels, task, overwrite = args.cache, args.labels, args.task, args.overwrite
     epochs = args.epochs
+    builtin_name = args.builtin or BUILTIN_TASK_NAMES[0]
     if cache is None:
         if labels is not None:
             raise RuntimeConfigError("--labels needs --cache (the cache those keys are in); "
                                      "pass both, or neither for a built-in task")
         # the options are checked before the built-in cache is built (minutes, the first time)
-        _train_config(args, cache="", labels="", task=get_task(args.builtin).task,
+        _train_config(args, cache="", labels="", task=get_task(builtin_name).task,
                       epochs=epochs, out="", overwrite=overwrite)
-        builtin = prepare_builtin(args.builtin, dtype=args.dtype, model=args.model)
+        builtin = prepare_builtin(builtin_name, dtype=args.dtype or BuildConfig.dtype,
+                                  model=args.model)
         cache, labels, task = builtin.cache, builtin.labels, builtin.task
         epochs = builtin.epochs if args.epochs is None else args.epochs  # 0 is refused, not 3
         # the built-in job is re-runnable: it owns its default run folder
         overwrite = overwrite or args.out is None
     elif labels is None or task is None:
         raise RuntimeConfigError("--cache needs --labels FILE and --task seq-cls|token-cls|qa")
-    out = args.out or f"runs/{args.builtin if args.cache is None else task}-{args.mode}"
+    out = args.out or f"runs/{builtin_name if args.cache is None else task}-{args.mode}"
     config = _train_config(args, cache=cache, labels=labels, task=task, epochs=epochs, out=out,
                            overwrite=overwrite)
     metrics = train(config)
     if metrics:  # rank 0 only
         print(json.dumps({"run": out, **metrics}, indent=2, sort_keys=True))
     return 0
+
+
+# Options one adapter kind reads (the bottleneck width also sizes an input adapter): beside
+# another kind TrainConfig keeps them and nothing reads them, and a user who typed --lora-r 16
+# with --adapter bottleneck would take the run for a rank-16 one.
+_ADAPTER_OPTIONS = (("lora_r", "--lora-r", "lora"), ("lora_alpha", "--lora-alpha", "lora"),
+                    ("lora_targets", "--lora-targets", "lora"),
+                    ("bottleneck_size", "--bottleneck-size", "bottleneck"))
+
+
+def _refuse_unread_options(args) -> None:
+    defaults = parser()
+    for dest, flag, kind in _ADAPTER_OPTIONS:
+        read = args.adapter == kind or (dest == "bottleneck_size" and args.input_adapter)
+        if not read and getattr(args, dest) != defaults.get_default(dest):
+            raise RuntimeConfigError(f"{flag} shapes --adapter {kind} adapters; this run trains "
+                                     f"--adapter {args.adapter}")
+    if args.cache is not None:
+        for flag, value in (("--builtin", args.builtin), ("--dtype", args.dtype)):
+            if value is not None:
+                raise RuntimeConfigError(f"{flag} picks a built-in task's cache; --cache names "
+                                         "the cache already")
 
 
 def _train_config(args, *, cache, labels, task, epochs, out, overwrite):

@@ -100,6 +100,16 @@ TRAIN_BAD = [
     ("unknown-head-init", ["--head-init", "zero"], "argument --head-init: invalid choice"),
     # the tiny BERT is no sentence-transformers checkpoint: auto pooling is its pooler head
     ("head-init-probe-on-pooler", ["--head-init", "probe"], "pass --pooling mean or cls"),
+    ("lora-r-with-bottleneck", ["--adapter", "bottleneck", "--lora-r", "16"],
+     "--lora-r shapes --adapter lora adapters; this run trains --adapter bottleneck"),
+    ("lora-targets-with-finetune", ["--adapter", "finetune", "--lora-targets", "attention"],
+     "--lora-targets shapes --adapter lora adapters; this run trains --adapter finetune"),
+    ("bottleneck-size-with-lora", ["--bottleneck-size", "128"],
+     "--bottleneck-size shapes --adapter bottleneck adapters; this run trains --adapter lora"),
+    ("dtype-with-cache", ["--dtype", "fp16"],
+     "--dtype picks a built-in task's cache; --cache names the cache already"),
+    ("builtin-with-cache", ["--builtin", "bbc-news"],
+     "--builtin picks a built-in task's cache; --cache names the cache already"),
     ("layer-mismatch", ["--layer", "3"], "holds layer 2, not layer 3"),
     ("model-missing", ["--model", "{tmp}/no-model"], "no-model"),
 ]
@@ -113,6 +123,13 @@ def test_train_bad_option(tiny_task, tmp_path, capsys, name, extra, fragment):
             "seq-cls", "--out", str(out), *FAST, *[a.format(tmp=tmp_path) for a in extra]]
     _assert_one_line(*_code_and_err(capsys, train.main, argv), fragment)
     assert not out.exists()  # a refused run leaves no run folder
+
+
+def test_the_bottleneck_width_sizes_an_input_adapter_beside_lora():
+    from runtime.train import _refuse_unread_options, parser
+
+    _refuse_unread_options(parser().parse_args(["--input-adapter", "--bottleneck-size", "128"]))
+    _refuse_unread_options(parser().parse_args(["--builtin", "wnut16", "--dtype", "fp16"]))
 
 
 def _labels_case(tmp, data: bytes, suffix=".jsonl"):
