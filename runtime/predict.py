@@ -29,8 +29,8 @@ def parser() -> argparse.ArgumentParser:
                    help="refuse the run unless it is of this task")
     p.add_argument("--cache", help="cache to read (default: the one the run was trained on)")
     p.add_argument("--keys", nargs="+", help="cached keys to predict")
-    p.add_argument("--split", choices=["train", "dev", "test", "all"], default="test",
-                   help="with no --keys/--text: the labelled split to predict")
+    p.add_argument("--split", choices=["train", "dev", "test", "all"],
+                   help="with no --keys/--text: the labelled split to predict (default test)")
     p.add_argument("--text", action="append", default=[], help="a raw text (repeatable)")
     p.add_argument("--texts", help="file of raw texts, one per line")
     p.add_argument("--write-back", action="store_true",
@@ -50,6 +50,7 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     from runtime import prediction
 
+    _refuse_mixed_inputs(args)
     texts = list(args.text)
     if any(not t.strip() for t in texts):
         raise RuntimeConfigError("--text '' is empty; pass the text to predict")
@@ -59,7 +60,8 @@ def _run(args) -> int:
     if texts:
         rows = prediction.predict_texts(loaded, texts, write_back=args.write_back)
     else:
-        rows = prediction.predict_keys(loaded, args.keys or prediction.split_keys(loaded, args.split))
+        rows = prediction.predict_keys(loaded, args.keys or prediction.split_keys(
+            loaded, args.split or "test"))
     if not args.out:
         for row in rows:
             sys.stdout.write(json.dumps(row) + "\n")
@@ -74,6 +76,18 @@ def _run(args) -> int:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return 0
+
+
+def _refuse_mixed_inputs(args) -> None:
+    """One kind of input per call: raw texts, named keys, or a split. Given two, one was
+    silently dropped, and the output did not hold what was asked for."""
+    named = [flag for flag, given in (("--text/--texts", args.text or args.texts),
+                                      ("--keys", args.keys), ("--split", args.split)) if given]
+    if len(named) > 1:
+        raise RuntimeConfigError(f"{' and '.join(named)} pick what to predict; pass one of them")
+    if args.write_back and not (args.text or args.texts):
+        raise RuntimeConfigError("--write-back adds the states of --text/--texts to the cache; "
+                                 "pass the texts")
 
 
 def _read_texts(path: str) -> list:
