@@ -114,11 +114,22 @@ def _run(args, log) -> int:
     if args.merge:
         if args.out is None:
             raise ExportError("--merge needs --out DIR, the folder holding the parts")
+        _refuse_build_options(args)
         manifest = merge_now(args.out)
         log(f"merged {manifest['num_examples']} records into {args.out}/manifest.json")
         return 0
     build_cache(config_from_args(args, os.environ), log=log)
     return 0
+
+
+def _refuse_build_options(args) -> None:
+    """--merge only joins the parts a build left in --out: an option that shapes a build
+    (--dtype, --layer, ...) beside it would be read by nothing, so it is refused, not dropped."""
+    defaults = make_parser()
+    for dest, value in vars(args).items():
+        if dest not in ("merge", "out", "quiet") and value != defaults.get_default(dest):
+            raise ExportError(f"--{dest.replace('_', '-')} shapes a build; --merge only merges "
+                              f"the parts already in {args.out}")
 
 
 if __name__ == "__main__":

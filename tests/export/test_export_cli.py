@@ -84,6 +84,10 @@ MISTAKES = [  # (id, argv, a fragment of the one line)
     ("corpus-is-a-folder", _BASE + ["--corpus", "{tmp}"], "unknown corpus extension"),
     ("merge-missing-out", ["--merge", "--out", "{tmp}/none"], "does not exist; nothing to merge"),
     ("merge-nothing", ["--merge", "--out", "{tmp}"], "no part manifests"),
+    ("merge-with-build-option", ["--merge", "--out", "{tmp}", "--dtype", "fp16"],
+     "--dtype shapes a build; --merge only merges the parts already in"),
+    ("merge-with-layer", ["--layer", "2", "--merge", "--out", "{tmp}"],
+     "--layer shapes a build; --merge only merges the parts already in"),
 ]
 
 
