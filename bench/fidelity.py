@@ -582,6 +582,9 @@ def _refuse_options_without_effect(args) -> None:
     defaults = parser()
     if args.speedups and not args.plot:
         raise RuntimeConfigError("--speedups gives --plot its speedup axis; name --plot FILE.png")
+    if args.sweep and args.layer is not None:
+        raise RuntimeConfigError("--sweep trains every K from 1 to N-1; drop --layer, or drop "
+                                 "--sweep to train at that K")
     if args.summary is None:
         return
     if args.summary and args.out != defaults.get_default("out"):

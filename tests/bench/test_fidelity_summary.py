@@ -160,6 +160,8 @@ def test_a_summary_refuses_options_that_only_shape_training(option, tmp_path, ca
      "--speedups gives --plot its speedup axis; name --plot FILE.png"),
     (["--configs", "", "--out", "{runs}", "--speedups", "r.json"],
      "--speedups gives --plot its speedup axis; name --plot FILE.png"),
+    (["--sweep", "--layer", "3", "--configs", "", "--out", "{runs}"],
+     "--sweep trains every K from 1 to N-1; drop --layer, or drop --sweep to train at that K"),
     (["--summary", "{runs}", "--out", "{runs}"],
      "--out is the runs file a --summary reads only when it names no files; name it among them"),
 ])
