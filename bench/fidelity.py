@@ -492,6 +492,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="with --work: the same command again "
                    "after a crash; skips runs already in --out, continues each run that left a "
                    "checkpoint in DIR, starts the rest")
+    _summary_options(p)
+    return p
+
+
+def _summary_options(p) -> None:
+    """What reads runs already made: the summary, its pairing and its plot."""
     p.add_argument("--plot", help="PNG of the K sweep: score and training speedup against K, "
                    "and below them each K's gap to full paired over the seeds both ran")
     p.add_argument("--speedups", metavar="REPORT.json", help="with --plot: the training speedup "
@@ -504,7 +510,6 @@ def parser() -> argparse.ArgumentParser:
                    help="pair each configuration with its full counterpart each at the "
                         "learning rate and recipe its mean best dev score picks, not at the "
                         "same ones")
-    return p
 
 
 def main(argv=None) -> int:
@@ -545,9 +550,22 @@ def _run(args) -> int:
     if args.summary is not None:
         records = select_runs(records, task=args.task, configs=configs if named else (),
                               layer=args.layer, seeds=tuple(args.seeds or ()))
+    _print_summary(records, args.pick_by_dev)
+    if args.plot:
+        speedups = report_speedups(args.speedups) if args.speedups else None
+        # a --summary's runs are already those of --task where one was named; runs just trained
+        # share --out with any others
+        shown = records if args.summary is not None else [
+            r for r in records if r["task"] == config.task]
+        plot_sweep(shown, args.plot, speedups)
+    return 0
+
+
+def _print_summary(records: list, pick_by_dev: bool) -> None:
+    """The table, the largest K within a point, the paired gaps and the cache's share."""
     rows = summarize(records)
     print(format_table(rows))
-    paired = paired_gaps(records, by_dev=args.pick_by_dev)
+    paired = paired_gaps(records, by_dev=pick_by_dev)
     within = format_largest_k(largest_k_within(paired))
     if within:
         print(within)
@@ -558,14 +576,6 @@ def _run(args) -> int:
         print("the cache's share (recycled - frozen, the same K and recipe; frozen runs layers "
               "0..K-1 from the text):")
         print(format_paired_gaps(shares))
-    if args.plot:
-        speedups = report_speedups(args.speedups) if args.speedups else None
-        # a --summary's runs are already those of --task where one was named; runs just trained
-        # share --out with any others
-        shown = records if args.summary is not None else [
-            r for r in records if r["task"] == config.task]
-        plot_sweep(shown, args.plot, speedups)
-    return 0
 
 
 # Options that only shape runs to train: a --summary reads runs already made, and one of these
