@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import fidelity
+from bench.fidelity_summary import read_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "docs" / "results" / "fidelity"
@@ -19,6 +20,7 @@ DOCS = ("README.md", "docs/FIDELITY.md", "docs/RECIPE.md")
 def documented_summaries(text: str) -> list:
     """The argument lists of the `python -m bench.fidelity ...` commands in backticks (they
     may wrap across lines) that only summarise kept run files."""
+    text = re.sub(r"\s+", " ", text)  # a wrap may fall anywhere, "python" and "-m" included
     commands = [c.split() for c in re.findall(r"`python -m bench\.fidelity([^`]*)`", text)]
     return [args for args in commands
             if "--summary" in args and any(a.endswith(".jsonl") for a in args)
@@ -27,14 +29,20 @@ def documented_summaries(text: str) -> list:
 
 
 def _without_narrowing(args: list) -> list:
-    """`args` less `--configs X` and `--task X`: a summary narrowed to some runs still only
-    reads kept files (a --plot one writes a figure, and is not run here)."""
-    kept, given = [], iter(args)
-    for a in given:
-        if a in ("--configs", "--task"):
-            next(given, None)  # its value
+    """`args` less the options that narrow (`--configs X`, `--task X`, `--layer K`, `--seeds S
+    ...`): a summary narrowed to some runs still only reads kept files (a --plot one writes a
+    figure, and is not run here)."""
+    kept, i = [], 0
+    while i < len(args):
+        if args[i] in ("--configs", "--task", "--layer"):
+            i += 2  # the option and its value
+        elif args[i] == "--seeds":
+            i += 1
+            while i < len(args) and args[i].isdigit():
+                i += 1
         else:
-            kept.append(a)
+            kept.append(args[i])
+            i += 1
     return kept
 
 
@@ -55,4 +63,9 @@ def test_a_documented_summary_names_kept_files_and_runs(doc, index, monkeypatch,
     monkeypatch.chdir(RUNS)  # the docs give the commands as run there
     assert fidelity.main(args) == 0
     out = capsys.readouterr().out
-    assert " against " in out  # every documented summary quotes a gap between two configs
+    configs = {r["config"] for r in read_runs([a for a in args if a.endswith(".jsonl")])}
+    if any(c.startswith("full-") for c in configs) and any(
+            c.startswith(("recycled-", "frozen-")) for c in configs):
+        assert " against " in out  # a summary of both sides quotes a gap between them
+    else:  # the probe and one side, say: the table alone
+        assert len(out.splitlines()) > 1 and out.startswith("model ")
