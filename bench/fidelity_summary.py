@@ -256,8 +256,22 @@ def largest_k_within(paired: list, margin: float = 1.0) -> list:
                       "largest_k": best, "gap": chosen and chosen["mean_gap"],
                       "mean": chosen and chosen["mean"],
                       "full_mean": chosen and chosen["full_mean"],
-                      "seeds": chosen and chosen["seeds"]})
+                      "seeds": chosen and chosen["seeds"],
+                      "seeds_per_k": {k: f["seeds"] for k, f in sorted(by_k.items())}})
     return found
+
+
+def _seed_note(seeds_per_k: dict) -> str:
+    """Where the K were run on different seeds, say so: each K is judged on its own seeds, so a
+    K with two lucky extra seeds can pass where its neighbours on three do not."""
+    if len({tuple(s) for s in seeds_per_k.values()}) < 2:
+        return ""
+    counts = sorted({len(s) for s in seeds_per_k.values()})
+    shared = sorted(set.intersection(*(set(s) for s in seeds_per_k.values())))
+    span = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    hint = (f"a --summary with --seeds {' '.join(map(str, shared))} judges every K on the same "
+            "ones" if shared else "no seed is shared by every K")
+    return f"; the K ran on different seeds ({span} each): {hint}"
 
 
 def format_largest_k(found: list, margin: float = 1.0) -> str:
@@ -271,7 +285,8 @@ def format_largest_k(found: list, margin: float = 1.0) -> str:
         head = f"{f['model']} {f['task']}: {pair}, K run {f['layers']}: "
         lines.append(head + (f"largest K within {margin:g} is {f['largest_k']} ({f['gap']:+.2f}: "
                              f"{f['mean']:.2f} against {f['full_mean']:.2f} on seeds {f['seeds']})"
-                             if f["largest_k"] is not None else f"no K within {margin:g}"))
+                             if f["largest_k"] is not None else f"no K within {margin:g}")
+                     + _seed_note(f["seeds_per_k"]))
     return "\n".join(lines)
 
 

@@ -207,6 +207,24 @@ def test_largest_k_within_one_point_of_full_is_judged_on_shared_seeds():
     text = summary.format_largest_k(list(found.values()))
     assert "largest K within 1 is 2 (+0.00: 44.00 against 44.00 on seeds [0])" in text
     assert "no K within 1" in text
+    assert "different seeds" not in text  # every K pairs with full on seed 0 alone
+
+
+def test_largest_k_says_when_the_k_ran_on_different_seeds():
+    # K=4's two extra seeds (+5, +5) carry it inside the point; on seeds 0-2 only K=3 is
+    records = ([_record("full-finetune", s, 0.50) for s in range(5)]
+               + [_record("recycled-finetune", s, 0.495, layer=3) for s in range(3)]
+               + [_record("recycled-finetune", s, 0.48, layer=4) for s in range(3)]
+               + [_record("recycled-finetune", s, 0.55, layer=4) for s in (3, 4)])
+    found = summary.largest_k_within(summary.paired_gaps(records))
+    assert found[0]["largest_k"] == 4
+    assert found[0]["seeds_per_k"] == {3: [0, 1, 2], 4: [0, 1, 2, 3, 4]}
+    assert summary.format_largest_k(found).endswith(
+        "; the K ran on different seeds (3 to 5 each): a --summary with --seeds 0 1 2 judges "
+        "every K on the same ones")
+    narrowed = summary.select_runs(records, seeds=(0, 1, 2))
+    found = summary.largest_k_within(summary.paired_gaps(narrowed))
+    assert found[0]["largest_k"] == 3 and "different seeds" not in summary.format_largest_k(found)
 
 
 def test_a_gap_of_exactly_one_point_is_within_one_point():
