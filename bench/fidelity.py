@@ -581,15 +581,13 @@ def _print_summary(records: list, pick_by_dev: bool) -> None:
 # Options that only shape runs to train: a --summary reads runs already made, and one of these
 # beside it would be silently ignored (a user asking for `--summary ... --epochs 4` expects a
 # narrower table, and would read the whole one as that).
-_TRAINING_ONLY = {**{dest: "--" + dest.replace("_", "-") for dest in (
-    "model", "max_length", "max_train_examples", "epochs", "probe", "sweep", "device",
-    "cache_root", "cache_dtype", "work", "resume")}, "overrides": "--set"}
+_TRAINING_ONLY = ("model", "max_length", "max_train_examples", "epochs", "overrides", "probe",
+                  "sweep", "device", "cache_root", "cache_dtype", "work", "resume")
 
 
 def _refuse_options_without_effect(args) -> None:
     from runtime.errors import RuntimeConfigError
 
-    defaults = parser()
     if args.speedups and not args.plot:
         raise RuntimeConfigError("--speedups gives --plot its speedup axis; name --plot FILE.png")
     if args.sweep and args.layer is not None:
@@ -597,14 +595,15 @@ def _refuse_options_without_effect(args) -> None:
                                  "--sweep to train at that K")
     if args.summary is None:
         return
-    if args.summary and args.out != defaults.get_default("out"):
+    given = parser().given
+    if args.summary and given(args, ["out"]):
         raise RuntimeConfigError("--out is the runs file a --summary reads only when it names "
                                  "no files; name it among them")
-    for dest, flag in _TRAINING_ONLY.items():
-        if getattr(args, dest) != defaults.get_default(dest):
-            raise RuntimeConfigError(f"{flag} shapes runs to train and does nothing with "
-                                     "--summary, which narrows by --task, --configs, --layer "
-                                     "and --seeds only")
+    typed = given(args, _TRAINING_ONLY)
+    if typed:
+        raise RuntimeConfigError(f"{typed[0]} shapes runs to train and does nothing with "
+                                 "--summary, which narrows by --task, --configs, --layer "
+                                 "and --seeds only")
 
 
 if __name__ == "__main__":

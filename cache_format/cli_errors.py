@@ -54,6 +54,13 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see --help)\n")
 
+    def given(self, args, dests) -> list:
+        """The flags (as `--help` names them) of those `dests` that `args` holds at other than
+        their default: the options a user typed, for refusing one that would be read by
+        nothing in the mode the rest of the command picks."""
+        flags = {a.dest: a.option_strings[0] for a in self._actions if a.option_strings}
+        return [flags[d] for d in dests if getattr(args, d) != self.get_default(d)]
+
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """argparse's "(default: X)" only where it tells something: not for an option left unset

@@ -125,11 +125,11 @@ def _run(args, log) -> int:
 def _refuse_build_options(args) -> None:
     """--merge only joins the parts a build left in --out: an option that shapes a build
     (--dtype, --layer, ...) beside it would be read by nothing, so it is refused, not dropped."""
-    defaults = make_parser()
-    for dest, value in vars(args).items():
-        if dest not in ("merge", "out", "quiet") and value != defaults.get_default(dest):
-            raise ExportError(f"--{dest.replace('_', '-')} shapes a build; --merge only merges "
-                              f"the parts already in {args.out}")
+    builds = [d for d in vars(args) if d not in ("merge", "out", "quiet")]
+    typed = make_parser().given(args, builds)
+    if typed:
+        raise ExportError(f"{typed[0]} shapes a build; --merge only merges the parts already in "
+                          f"{args.out}")
 
 
 if __name__ == "__main__":

@@ -178,23 +178,23 @@ def _run(args) -> int:
 # Options one adapter kind reads (the bottleneck width also sizes an input adapter): beside
 # another kind TrainConfig keeps them and nothing reads them, and a user who typed --lora-r 16
 # with --adapter bottleneck would take the run for a rank-16 one.
-_ADAPTER_OPTIONS = (("lora_r", "--lora-r", "lora"), ("lora_alpha", "--lora-alpha", "lora"),
-                    ("lora_targets", "--lora-targets", "lora"),
-                    ("bottleneck_size", "--bottleneck-size", "bottleneck"))
+_ADAPTER_OPTIONS = {"lora": ("lora_r", "lora_alpha", "lora_targets"),
+                    "bottleneck": ("bottleneck_size",)}
 
 
 def _refuse_unread_options(args) -> None:
-    defaults = parser()
-    for dest, flag, kind in _ADAPTER_OPTIONS:
-        read = args.adapter == kind or (dest == "bottleneck_size" and args.input_adapter)
-        if not read and getattr(args, dest) != defaults.get_default(dest):
-            raise RuntimeConfigError(f"{flag} shapes --adapter {kind} adapters; this run trains "
-                                     f"--adapter {args.adapter}")
-    if args.cache is not None:
-        for flag, value in (("--builtin", args.builtin), ("--dtype", args.dtype)):
-            if value is not None:
-                raise RuntimeConfigError(f"{flag} picks a built-in task's cache; --cache names "
-                                         "the cache already")
+    given = parser().given
+    for kind, dests in _ADAPTER_OPTIONS.items():
+        if args.adapter == kind or (kind == "bottleneck" and args.input_adapter):
+            continue
+        typed = given(args, dests)
+        if typed:
+            raise RuntimeConfigError(f"{typed[0]} shapes --adapter {kind} adapters; this run "
+                                     f"trains --adapter {args.adapter}")
+    typed = given(args, ("builtin", "dtype")) if args.cache is not None else []
+    if typed:
+        raise RuntimeConfigError(f"{typed[0]} picks a built-in task's cache; --cache names the "
+                                 "cache already")
 
 
 def _train_config(args, *, cache, labels, task, epochs, out, overwrite):

@@ -237,3 +237,13 @@ def test_help_shows_a_default_only_where_it_tells_something():
     assert "K (default N // 2) " in lines and "N // 2) (default" not in lines
     assert "(default: None)" not in lines and "(default: [])" not in lines
     assert "(default: False)" not in lines
+
+
+def test_given_names_the_options_typed_away_from_their_defaults():
+    parser = OneLineParser(prog="p")
+    parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(["--set", "lr=1", "--lora-r", "8"])  # 8 is the default: not given
+    assert parser.given(args, ["lora_r", "overrides", "quiet"]) == ["--set"]
+    assert parser.given(parser.parse_args(["--lora-r", "16"]), ["lora_r"]) == ["--lora-r"]
