@@ -2,15 +2,24 @@
 and the fidelity sweep's figure all read from it."""
 from __future__ import annotations
 
+import statistics
+
 # Illustrative GPU rate for the bandwidth estimate; labelled as an estimate wherever printed.
 GPU_TOKENS_PER_S_ESTIMATE = 200_000
 
 
-def speedups_by_layer(steps: dict, phase: str = "train") -> dict:
+def speedups_by_layer(steps: dict, phase: str = "train", against: str = "paired") -> dict:
     """{K: full / recycled time per example} for `phase` ("train" or "infer") at each K a
-    report's `steps` timed; both modes ran interleaved step by step, so the ratio is fair."""
-    return {int(k): (modes["full"][phase]["per_example"]["total"]
-                     / modes["recycled"][phase]["per_example"]["total"])
+    report's `steps` timed. `against="paired"` divides by the full run timed beside that K
+    (interleaved step by step, so drift hits both alike); `against="median"` by full's median
+    over every K: full is the same model at every K, yet one instance can run a third slower
+    than the next on a quiet machine, and the median keeps that out of one K's ratio."""
+    full = {int(k): modes["full"][phase]["per_example"]["total"] for k, modes in steps.items()}
+    if against == "median":
+        full = dict.fromkeys(full, statistics.median(full.values()))
+    elif against != "paired":
+        raise ValueError(f"against={against!r}: paired or median")
+    return {int(k): full[int(k)] / modes["recycled"][phase]["per_example"]["total"]
             for k, modes in steps.items()}
 
 
@@ -66,19 +75,28 @@ def format_table(r: dict) -> str:
 
 
 def _per_layer_lines(r: dict) -> list:
-    """One line per K timed, so a sweep (--layers) reads without opening the JSON."""
+    """One line per K timed, so a sweep (--layers) reads without opening the JSON, and full's
+    spread over K, which bounds how far one K's ratio can be trusted."""
     steps = r["steps"]
     if len(steps) < 2:
         return []
     train, infer = speedups_by_layer(steps, "train"), speedups_by_layer(steps, "infer")
     lines = ["", "each K timed (training ms per example; speedup = full / recycled)",
              f"  {'K':>3s} {'full':>9s} {'recycled':>9s} {'train':>7s} {'infer':>7s}"]
+    full = {}
     for k in sorted(train):
         pe = {m: steps[str(k)][m]["train"]["per_example"]["total"] * 1e3
               for m in ("full", "recycled")}
+        full[k] = pe["full"]
         mark = "  (the K above)" if k == r["layer"] else ""
         lines.append(f"  {k:3d} {pe['full']:9.1f} {pe['recycled']:9.1f} "
                      f"{train[k]:6.2f}x {infer[k]:6.2f}x{mark}")
+    pooled = speedups_by_layer(steps, "train", against="median")
+    low, high = min(full.values()), max(full.values())
+    lines += [f"  full is the same model at every K; it ran {low:.1f} to {high:.1f} ms/example "
+              f"here ({high / low:.2f}x)",
+              "  training speedup against full's median over K: "
+              + " / ".join(f"{pooled[k]:.2f}x" for k in sorted(pooled))]
     return lines
 
 

@@ -160,6 +160,26 @@ def test_table_lists_every_k_timed_in_order_after_a_json_round_trip():
     assert "  T=1: 1.50x   T=5: 1.90x   T=20: 1.98x" in lines  # not "20" before "5"
 
 
+def test_median_speedups_divide_by_full_median_over_k_and_the_table_shows_the_spread():
+    from bench.table import format_table, speedups_by_layer
+
+    report = _fake_report()
+    timed = {2: (300.0, 200.0), 3: (400.0, 100.0), 10: (200.0, 20.0)}
+    report["steps"] = {str(k): _timed(report["steps"]["3"], *ms) for k, ms in timed.items()}
+    # each side rounds once (ms / 1e3) and the ratio once: at most 3 half-ulps relative
+    close = dict(rel=3 * 2.0 ** -53, abs=0)
+    assert speedups_by_layer(report["steps"], "train") == pytest.approx(
+        {2: 1.5, 3: 4.0, 10: 10.0}, **close)
+    assert speedups_by_layer(report["steps"], "train", against="median") == pytest.approx(
+        {2: 1.5, 3: 3.0, 10: 15.0}, **close)
+    lines = format_table(report).splitlines()
+    assert ("  full is the same model at every K; it ran 200.0 to 400.0 ms/example here (2.00x)"
+            in lines)
+    assert "  training speedup against full's median over K: 1.50x / 3.00x / 15.00x" in lines
+    with pytest.raises(ValueError, match="paired or median"):
+        speedups_by_layer(report["steps"], "train", against="mean")
+
+
 def test_table_has_no_per_k_section_for_one_k():
     from bench.table import format_table
 
