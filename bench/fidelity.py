@@ -501,8 +501,8 @@ def _summary_options(p) -> None:
     p.add_argument("--plot", help="PNG of the K sweep: score and training speedup against K, "
                    "and below them each K's gap to full paired over the seeds both ran")
     p.add_argument("--speedups", metavar="REPORT.json", help="with --plot: the training speedup "
-                   "per K from this bench.report --json (timed side by side) instead of the "
-                   "runs' own seconds per epoch")
+                   "per K from this bench.report --json (full's median over the K it timed, "
+                   "over recycled at each K) instead of the runs' own seconds per epoch")
     p.add_argument("--summary", nargs="*", metavar="RUNS.jsonl",
                    help="only print the table of the runs already in these files (none named: "
                         "--out); runs at different learning rates or recipes stay apart")

@@ -537,15 +537,17 @@ def format_paired_gaps(found: list) -> str:
 
 
 def report_speedups(path: str) -> dict:
-    """{K: training speedup} from a bench.report JSON: full over recycled time per example at
-    each K it timed, the two modes interleaved step by step in one run (a fair ratio, unlike
-    the seconds per epoch of fidelity runs that ran under whatever else the machine did)."""
+    """{K: training speedup} from a bench.report JSON: full's median time per example over the
+    K it timed, over recycled's at each K, all timed in one run, each K's modes interleaved
+    step by step (a fair ratio, unlike the seconds per epoch of fidelity runs that ran under
+    whatever else the machine did). The median, not the full run beside each K: full is the
+    same model at every K, and its runs spread by a third on a quiet machine (bench.table)."""
     from bench.table import speedups_by_layer
     from runtime.errors import RuntimeConfigError
 
     try:
         with open(path, encoding="utf-8") as f:
-            return speedups_by_layer(json.load(f)["steps"], "train")
+            return speedups_by_layer(json.load(f)["steps"], "train", against="median")
     except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as e:
         raise RuntimeConfigError(f"--speedups {path}: not a bench.report JSON with per-K training "
                                  f"steps ({type(e).__name__}: {e})") from None
@@ -633,7 +635,7 @@ def plot_sweep(records: list, path: str, speedups: dict | None = None) -> None:
     if speedups is not None:
         ks = sorted(speedups)
         speed_ax.plot(ks, [speedups[k] for k in ks], "s--", color="black", alpha=0.6,
-                      label="training speedup (bench.report, side by side)")
+                      label="training speedup (bench.report: full's median over K / recycled)")
     if not any(s["gaps"] for s in series):
         gap_ax.text(0.5, 0.5, "no full run shares a seed with these runs", ha="center",
                     va="center", transform=gap_ax.transAxes)

@@ -243,10 +243,13 @@ def _report(tmp_path, per_example):
     return str(path)
 
 
-def test_report_speedups_are_full_over_recycled_per_k(tmp_path):
+def test_report_speedups_are_full_median_over_recycled_per_k(tmp_path):
     path = _report(tmp_path, {2: {"full": 0.135, "recycled": 0.075, "frozen": 0.09},
-                              4: {"full": 0.14, "recycled": 0.05}})
-    assert summary.report_speedups(path) == {2: pytest.approx(1.8), 4: pytest.approx(2.8)}
+                              4: {"full": 0.14, "recycled": 0.05},
+                              6: {"full": 0.2, "recycled": 0.02}})
+    # full's median is K = 4's 0.14, not each K's own full
+    assert summary.report_speedups(path) == {2: pytest.approx(0.14 / 0.075),
+                                             4: pytest.approx(2.8), 6: pytest.approx(7.0)}
 
 
 def test_report_without_steps_is_one_line_and_exit_2(tmp_path, capsys):
