@@ -20,6 +20,7 @@ Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import copy
 import errno
 import sys
 from typing import Callable
@@ -28,6 +29,7 @@ from .errors import CacheFormatError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+TYPED_DESTS = "_typed_dests"  # what OneLineParser.parse_known_args adds to a namespace
 
 _HINTS = {
     errno.ENOSPC: "the disk is full: free space or write somewhere else",
@@ -54,12 +56,40 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see --help)\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        """argparse's parse, which also keeps on the namespace (as `_typed_dests`) the dests
+        the command line named, so `given` can tell `--lora-r 8` typed from 8 by default."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        shadow = copy.deepcopy(self)
+        _suppress_defaults(shadow)
+        # argparse's own parse, not ours: the shadow's defaults are gone, so what it returns is
+        # what was typed; the same arguments already parsed once, so it cannot fail now
+        typed, _ = argparse.ArgumentParser.parse_known_args(shadow, args, None)
+        setattr(parsed, TYPED_DESTS, frozenset(d for d in vars(typed) if d != TYPED_DESTS))
+        return parsed, extras
+
     def given(self, args, dests) -> list:
-        """The flags (as `--help` names them) of those `dests` that `args` holds at other than
-        their default: the options a user typed, for refusing one that would be read by
-        nothing in the mode the rest of the command picks."""
+        """The flags (as `--help` names them) of those `dests` that the command line behind
+        `args` named, even at their default value: the options a user typed, for refusing one
+        that would be read by nothing in the mode the rest of the command picks. For a
+        namespace this class did not parse, those held at other than their default."""
         flags = {a.dest: a.option_strings[0] for a in self._actions if a.option_strings}
-        return [flags[d] for d in dests if getattr(args, d) != self.get_default(d)]
+        typed = getattr(args, TYPED_DESTS, None)
+        if typed is None:
+            typed = {d for d in dests if getattr(args, d) != self.get_default(d)}
+        return [flags.get(d, d) for d in dests if d in typed]
+
+
+def _suppress_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every default of `parser` and its sub-parsers unset, so a parse sets only what the
+    command line names."""
+    parser._defaults.clear()  # set_defaults(); argparse has no public way to drop them
+    for action in parser._actions:
+        if action.dest != argparse.SUPPRESS:
+            action.default = argparse.SUPPRESS
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _suppress_defaults(sub)
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

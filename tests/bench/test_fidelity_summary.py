@@ -146,7 +146,9 @@ def test_a_summary_pairs_over_the_seeds_and_shows_the_k_named(tmp_path, capsys):
 
 @pytest.mark.parametrize("option", [["--epochs", "4"], ["--set", "lr=1e-3"], ["--probe"],
                                     ["--model", "all-mpnet-base-v2"], ["--work", "runs"],
-                                    ["--max-train-examples", "200"], ["--cache-dtype", "fp16"]])
+                                    ["--max-train-examples", "200"], ["--cache-dtype", "fp16"],
+                                    # typed at their defaults: still read by nothing
+                                    ["--device", "cpu"], ["--cache-dtype", "int8"]])
 def test_a_summary_refuses_options_that_only_shape_training(option, tmp_path, capsys):
     runs = _two_tasks(tmp_path)
     assert fidelity.main(["--summary", str(runs), *option]) == 2

@@ -1,5 +1,6 @@
 """The shared CLI error path (cache_format.cli_errors) and python -m cache_format's bad inputs:
 exit 2, exactly one line on stderr, no traceback."""
+import argparse
 import errno
 import json
 import os
@@ -239,11 +240,33 @@ def test_help_shows_a_default_only_where_it_tells_something():
     assert "(default: False)" not in lines
 
 
-def test_given_names_the_options_typed_away_from_their_defaults():
+def test_given_names_the_options_typed_even_at_their_defaults():
     parser = OneLineParser(prog="p")
     parser.add_argument("--lora-r", type=int, default=8)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(["--set", "lr=1", "--lora-r", "8"])  # 8 is the default: not given
-    assert parser.given(args, ["lora_r", "overrides", "quiet"]) == ["--set"]
-    assert parser.given(parser.parse_args(["--lora-r", "16"]), ["lora_r"]) == ["--lora-r"]
+    parser.add_argument("--dtype", default="int8", choices=["int8", "fp16"])
+    args = parser.parse_args(["--set", "lr=1", "--lora-r", "8"])  # 8 is the default: typed
+    assert parser.given(args, ["lora_r", "overrides", "quiet", "dtype"]) == ["--lora-r", "--set"]
+    # the values themselves are argparse's, defaults included
+    assert (args.lora_r, args.overrides, args.quiet, args.dtype) == (8, ["lr=1"], False, "int8")
+    assert parser.given(parser.parse_args(["--lora=16"]), ["lora_r"]) == ["--lora-r"]  # abbrev
+    assert parser.given(parser.parse_args([]), ["lora_r", "overrides", "quiet", "dtype"]) == []
+
+
+def test_given_reads_sub_parsers_and_namespaces_it_did_not_parse():
+    parser = OneLineParser(prog="p")
+    parser.add_argument("--seed", type=int, default=0)
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build")
+    build.add_argument("--layer", type=int, default=3)
+    build.set_defaults(func="build")
+    args = parser.parse_args(["build", "--layer", "3"])
+    assert (args.command, args.layer, args.func, args.seed) == ("build", 3, "build", 0)
+    assert parser.given(args, ["seed", "layer", "func"]) == ["layer"]  # no flag of the top's
+    assert build.given(args, ["layer"]) == ["--layer"]
+    # built by hand, not parsed: only values away from the defaults count
+    hand = argparse.Namespace(seed=0, command="build")
+    assert parser.given(hand, ["seed"]) == []
+    hand.seed = 4
+    assert parser.given(hand, ["seed"]) == ["--seed"]

@@ -86,6 +86,8 @@ MISTAKES = [  # (id, argv, a fragment of the one line)
     ("merge-nothing", ["--merge", "--out", "{tmp}"], "no part manifests"),
     ("merge-with-build-option", ["--merge", "--out", "{tmp}", "--dtype", "fp16"],
      "--dtype shapes a build; --merge only merges the parts already in"),
+    ("merge-with-default-dtype", ["--merge", "--out", "{tmp}", "--dtype", "int8"],
+     "--dtype shapes a build; --merge only merges the parts already in"),
     ("merge-with-layer", ["--layer", "2", "--merge", "--out", "{tmp}"],
      "--layer shapes a build; --merge only merges the parts already in"),
 ]

@@ -102,6 +102,9 @@ TRAIN_BAD = [
     ("head-init-probe-on-pooler", ["--head-init", "probe"], "pass --pooling mean or cls"),
     ("lora-r-with-bottleneck", ["--adapter", "bottleneck", "--lora-r", "16"],
      "--lora-r shapes --adapter lora adapters; this run trains --adapter bottleneck"),
+    # typed at its default (8) is typed all the same: nothing reads it
+    ("lora-r-default-with-bottleneck", ["--adapter", "bottleneck", "--lora-r", "8"],
+     "--lora-r shapes --adapter lora adapters; this run trains --adapter bottleneck"),
     ("lora-targets-with-finetune", ["--adapter", "finetune", "--lora-targets", "attention"],
      "--lora-targets shapes --adapter lora adapters; this run trains --adapter finetune"),
     ("bottleneck-size-with-lora", ["--bottleneck-size", "128"],
