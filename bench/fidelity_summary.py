@@ -541,7 +541,7 @@ def report_speedups(path: str) -> dict:
     K it timed, over recycled's at each K, all timed in one run, each K's modes interleaved
     step by step (a fair ratio, unlike the seconds per epoch of fidelity runs that ran under
     whatever else the machine did). The median, not the full run beside each K: full is the
-    same model at every K, and its runs spread by a third on a quiet machine (bench.table)."""
+    same model at every K, and its runs spread by 30% on a quiet machine (bench.table)."""
     from bench.table import speedups_by_layer
     from runtime.errors import RuntimeConfigError
 

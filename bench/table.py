@@ -12,7 +12,7 @@ def speedups_by_layer(steps: dict, phase: str = "train", against: str = "paired"
     """{K: full / recycled time per example} for `phase` ("train" or "infer") at each K a
     report's `steps` timed. `against="paired"` divides by the full run timed beside that K
     (interleaved step by step, so drift hits both alike); `against="median"` by full's median
-    over every K: full is the same model at every K, yet one instance can run a third slower
+    over every K: full is the same model at every K, yet one instance can run 30% slower
     than the next on a quiet machine, and the median keeps that out of one K's ratio."""
     full = {int(k): modes["full"][phase]["per_example"]["total"] for k, modes in steps.items()}
     if against == "median":
