@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from cache_format.cli_errors import OneLineParser, run_cli
+from cache_format.cli_errors import TYPED_DESTS, OneLineParser, run_cli
 
 from .build import CODECS, COMPUTES, DTYPES, BuildConfig, build_cache
 from .errors import ExportError
@@ -125,7 +125,7 @@ def _run(args, log) -> int:
 def _refuse_build_options(args) -> None:
     """--merge only joins the parts a build left in --out: an option that shapes a build
     (--dtype, --layer, ...) beside it would be read by nothing, so it is refused, not dropped."""
-    builds = [d for d in vars(args) if d not in ("merge", "out", "quiet")]
+    builds = [d for d in vars(args) if d not in ("merge", "out", "quiet", TYPED_DESTS)]
     typed = make_parser().given(args, builds)
     if typed:
         raise ExportError(f"{typed[0]} shapes a build; --merge only merges the parts already in "
